@@ -55,9 +55,11 @@ impl fmt::Debug for Mac {
     }
 }
 
-/// The hash of a message's labelled canonical bytes: what idempotency compares.
-pub fn digest<T: Labelled>(message: &T) -> [u8; 32] {
-    *blake3::hash(&labelled_bytes(message)).as_bytes()
+/// The hash of a value's canonical bytes: what idempotency compares.
+pub fn digest<T: BorshSerialize>(value: &T) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    value.serialize(&mut hasher).expect("hashing cannot fail");
+    *hasher.finalize().as_bytes()
 }
 
 /// Derives a sub-secret from a root secret; `context` names its use.

@@ -302,6 +302,8 @@ pub struct CatalogListing {
 // ---- Envelopes ----------------------------------------------------------
 
 /// Everything a peer can ask the broker.
+// Built once per message and moved, never stored in bulk: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum BrokerRequest {
     ObtainBrokerScrip(Signed<ObtainBrokerScrip>),
@@ -327,6 +329,8 @@ impl BrokerRequest {
     }
 }
 
+// Built once per message and moved, never stored in bulk: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum BrokerResponse {
     BrokerScripIssued(BrokerScripIssued),
@@ -339,6 +343,8 @@ pub enum BrokerResponse {
 }
 
 /// Everything a peer can ask a merchant.
+// Built once per message and moved, never stored in bulk: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum MerchantRequest {
     Buy(Proved<Buy>),
@@ -354,6 +360,8 @@ impl MerchantRequest {
     }
 }
 
+// Built once per message and moved, never stored in bulk: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum MerchantResponse {
     ItemDelivered(ItemDelivered),

@@ -1,0 +1,912 @@
+//! The broker: the bank of scrip, on-line in every step.
+//!
+//! [`Broker::handle`] takes one request, the time, randomness and the store,
+//! and returns the response. Each request runs in one store transaction that
+//! commits only if the request succeeded, so a refusal changes nothing, and
+//! every value movement is one balanced [`Transfer`] in that transaction.
+//! A successful response is stored under its request id: a retry with the
+//! same id and bytes gets the same response and moves nothing.
+
+use scrip_proto::crypto::{digest, Labelled, Proved, Signed, StampingSecret};
+use scrip_proto::msg::{
+    customer_secret_aad, envelope_aad, purpose, BrokerInfo, BrokerRequest, BrokerResponse,
+    BrokerScripIssued, BrokerScripOrder, BrokerScripRenewed, Intent, IntentReceipt, IssuedScrip,
+    MerchantRegistered, MerchantSecrets, ObtainBrokerScrip, ObtainVendorScrip, PaymentRecord,
+    PaymentRecords, PaymentRecordsAck, Purchase, RecordOutcome, RegisterMerchant, RenewBrokerScrip,
+    VendorScripIssued,
+};
+use scrip_proto::{
+    decode, encode, AccountNumber, Amount, Currency, CustId, HpkePublicKey, MerchantId, Pin,
+    PublicKey, Refusal, Scrip, ScripBody, ScripId, ScripKind, Timestamp,
+};
+
+use crate::event::BrokerEvent;
+use crate::keys::{pin_matches, BrokerKeys, PinHashing};
+use crate::ledger::{LedgerAccount, Transfer, TransferKind};
+use crate::store::{
+    AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow, Spend, StoreError,
+    StoredResponse,
+};
+use crate::validate::{verify_spend, verify_stamp, Expected, IssuerSecrets};
+
+/// How a broker runs.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub currency: Currency,
+    /// The BrokerScrip series new scrip is stamped with; all series up to it are accepted.
+    pub series: u32,
+    /// Seconds from issue until BrokerScrip expires.
+    pub broker_scrip_lifetime: u64,
+    /// Seconds from issue until VendorScrip minted by the broker expires.
+    pub vendor_scrip_lifetime: u64,
+    pub pin_hashing: PinHashing,
+}
+
+impl BrokerConfig {
+    pub fn new(currency: Currency) -> Self {
+        BrokerConfig {
+            currency,
+            series: 1,
+            broker_scrip_lifetime: 30 * 24 * 3600,
+            vendor_scrip_lifetime: 7 * 24 * 3600,
+            pin_hashing: PinHashing::RECOMMENDED,
+        }
+    }
+}
+
+/// An account as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub number: AccountNumber,
+    pub name: String,
+    pub balance: Amount,
+    /// The merchant names whose sales this account receives.
+    pub merchants: Vec<String>,
+}
+
+/// A newly opened account. The PIN is shown to the operator once and never stored in clear.
+#[derive(Debug)]
+pub struct OpenedAccount {
+    pub number: AccountNumber,
+    pub pin: Pin,
+}
+
+/// The broker's state machine. Holds keys and configuration only; all state is in the store.
+#[derive(Debug)]
+pub struct Broker {
+    keys: BrokerKeys,
+    config: BrokerConfig,
+    /// Stamping secrets of series 1..=config.series, index = series - 1.
+    stamping: Vec<StampingSecret>,
+}
+
+impl IssuerSecrets for Broker {
+    fn stamping_secret(&self, series: u32) -> Option<&StampingSecret> {
+        self.stamping.get((series as usize).checked_sub(1)?)
+    }
+    fn customer_master(&self) -> &scrip_proto::crypto::CustomerMaster {
+        &self.keys.customer_master
+    }
+}
+
+impl IssuerSecrets for scrip_proto::msg::Licence {
+    fn stamping_secret(&self, series: u32) -> Option<&StampingSecret> {
+        (series == self.series).then_some(&self.stamping_secret)
+    }
+    fn customer_master(&self) -> &scrip_proto::crypto::CustomerMaster {
+        &self.customer_master
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        // The detail stays in the broker's log; the client only learns to retry.
+        tracing::error!(%error, "store failure; request outcome unknown to client");
+        Refusal::Unavailable
+    }
+}
+
+/// Runs `step` in one transaction; commits only if it succeeded.
+fn in_transaction<S: BrokerStore, R>(
+    store: &mut S,
+    step: impl FnOnce(&mut S::Tx<'_>) -> Result<R, Refusal>,
+) -> Result<R, Refusal> {
+    let mut tx = store.begin()?;
+    let result = step(&mut tx)?;
+    tx.commit()?;
+    Ok(result)
+}
+
+impl Broker {
+    pub fn new(keys: BrokerKeys, config: BrokerConfig) -> Self {
+        let stamping = (1..=config.series)
+            .map(|series| keys.stamping_secret(series))
+            .collect();
+        Broker {
+            keys,
+            config,
+            stamping,
+        }
+    }
+
+    /// What peers need to know to talk to this broker.
+    pub fn info(&self) -> BrokerInfo {
+        BrokerInfo {
+            broker: self.keys.public_key(),
+            hpke_key: self.keys.hpke.public_key(),
+            currency: self.config.currency,
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    // ---- Operator commands ------------------------------------------------
+
+    /// Opens a customer account with a random number and PIN.
+    pub fn open_account(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        name: &str,
+    ) -> Result<OpenedAccount, Refusal> {
+        check_name(name)?;
+        let pin = random_pin(rng);
+        let pin_hash = self.config.pin_hashing.hash(&pin, rng);
+        in_transaction(store, |tx| {
+            let number = loop {
+                let candidate = AccountNumber::random(rng);
+                if tx.account(candidate)?.is_none() {
+                    break candidate;
+                }
+            };
+            tx.insert_account(&AccountRecord {
+                number,
+                name: name.to_owned(),
+                pin_hash,
+                account_key: None,
+                opened_at: now,
+            })?;
+            tx.append_event(&BrokerEvent::AccountOpened {
+                account: number,
+                at: now,
+            })?;
+            Ok(OpenedAccount { number, pin })
+        })
+    }
+
+    /// Money arriving from the outside bank. Returns the new balance.
+    pub fn deposit(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        account: AccountNumber,
+        amount: Amount,
+    ) -> Result<Amount, Refusal> {
+        in_transaction(store, |tx| {
+            existing_account(tx, account)?;
+            transfer(
+                tx,
+                TransferKind::Deposit,
+                LedgerAccount::MoneyIn,
+                LedgerAccount::Customer(account),
+                amount,
+                now,
+            )?;
+            tx.append_event(&BrokerEvent::Deposit {
+                account,
+                amount,
+                at: now,
+            })?;
+            customer_balance(tx, account)
+        })
+    }
+
+    /// Money paid out to the outside bank. Returns the new balance.
+    pub fn withdraw(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        account: AccountNumber,
+        amount: Amount,
+    ) -> Result<Amount, Refusal> {
+        in_transaction(store, |tx| {
+            existing_account(tx, account)?;
+            transfer(
+                tx,
+                TransferKind::Withdrawal,
+                LedgerAccount::Customer(account),
+                LedgerAccount::MoneyOut,
+                amount,
+                now,
+            )?;
+            tx.append_event(&BrokerEvent::Withdrawal {
+                account,
+                amount,
+                at: now,
+            })?;
+            customer_balance(tx, account)
+        })
+    }
+
+    /// Every account with its balance and the merchants it receives sales for.
+    pub fn accounts(&self, store: &mut impl BrokerStore) -> Result<Vec<AccountSummary>, Refusal> {
+        in_transaction(store, |tx| {
+            let merchants = tx.merchants()?;
+            let mut summaries = Vec::new();
+            for account in tx.accounts()? {
+                summaries.push(AccountSummary {
+                    number: account.number,
+                    balance: customer_balance(tx, account.number)?,
+                    merchants: merchants
+                        .iter()
+                        .filter(|m| m.account == account.number)
+                        .map(|m| m.name.clone())
+                        .collect(),
+                    name: account.name,
+                });
+            }
+            Ok(summaries)
+        })
+    }
+
+    /// Every ledger account with its balance, for reports and audits.
+    pub fn ledger(
+        &self,
+        store: &mut impl BrokerStore,
+    ) -> Result<Vec<(LedgerAccount, i64)>, Refusal> {
+        in_transaction(store, |tx| Ok(tx.balances()?))
+    }
+
+    /// The registered merchants: id and name.
+    pub fn merchants(
+        &self,
+        store: &mut impl BrokerStore,
+    ) -> Result<Vec<(MerchantId, String)>, Refusal> {
+        in_transaction(store, |tx| {
+            Ok(tx
+                .merchants()?
+                .into_iter()
+                .map(|m| (m.merchant, m.name))
+                .collect())
+        })
+    }
+
+    // ---- Requests from peers ----------------------------------------------
+
+    /// Handles the canonical bytes of a [`BrokerRequest`] and returns the bytes of the [`BrokerResponse`].
+    pub fn handle_bytes(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &[u8],
+    ) -> Vec<u8> {
+        let response = match decode::<BrokerRequest>(request) {
+            Ok(request) => self.handle(store, now, rng, &request),
+            Err(error) => BrokerResponse::Refused(error.into()),
+        };
+        encode(&response)
+    }
+
+    /// Handles one request. Never panics on any input; every refusal is a
+    /// [`BrokerResponse::Refused`] and leaves the store as it was.
+    pub fn handle(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &BrokerRequest,
+    ) -> BrokerResponse {
+        let result = in_transaction(store, |tx| {
+            let Some(request_id) = request.request_id() else {
+                return self.dispatch(tx, now, rng, request);
+            };
+            let request_digest = digest(request);
+            if let Some(stored) = tx.stored_response(&request_id)? {
+                return if stored.request_digest == request_digest {
+                    decode(&stored.response)
+                        .map_err(|_| StoreError("stored response does not decode".into()).into())
+                } else {
+                    Err(Refusal::RequestIdReused {
+                        request: request_id,
+                    })
+                };
+            }
+            let response = self.dispatch(tx, now, rng, request)?;
+            tx.store_response(
+                &request_id,
+                &StoredResponse {
+                    request_digest,
+                    response: encode(&response),
+                },
+            )?;
+            Ok(response)
+        });
+        result.unwrap_or_else(BrokerResponse::Refused)
+    }
+
+    fn dispatch(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &BrokerRequest,
+    ) -> Result<BrokerResponse, Refusal> {
+        Ok(match request {
+            BrokerRequest::ObtainBrokerScrip(r) => {
+                BrokerResponse::BrokerScripIssued(self.obtain_broker_scrip(tx, now, rng, r)?)
+            }
+            BrokerRequest::ObtainVendorScrip(r) => {
+                BrokerResponse::VendorScripIssued(self.obtain_vendor_scrip(tx, now, rng, r)?)
+            }
+            BrokerRequest::RenewBrokerScrip(r) => {
+                BrokerResponse::BrokerScripRenewed(self.renew_broker_scrip(tx, now, rng, r)?)
+            }
+            BrokerRequest::RegisterMerchant(r) => {
+                BrokerResponse::MerchantRegistered(self.register_merchant(tx, now, r)?)
+            }
+            BrokerRequest::Intent(r) => {
+                BrokerResponse::IntentRecorded(self.record_intent(tx, now, r)?)
+            }
+            BrokerRequest::PaymentRecords(r) => {
+                BrokerResponse::PaymentRecordsAck(self.record_payments(tx, now, r)?)
+            }
+        })
+    }
+
+    /// Step 1: debit the account, mint BrokerScrip, seal its customer secret to the wallet.
+    fn obtain_broker_scrip(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &Signed<ObtainBrokerScrip>,
+    ) -> Result<BrokerScripIssued, Refusal> {
+        let body = &request.body;
+        request
+            .verify(&body.account_key)
+            .map_err(|_| bad_signature::<ObtainBrokerScrip>())?;
+        let order: BrokerScripOrder = self.open_sealed(
+            purpose::CREDENTIALS,
+            &body.request_id,
+            &body.account_key,
+            &body.order,
+        )?;
+        let account = self.authenticate(tx, order.credentials.account, &order.credentials.pin)?;
+        match account.account_key {
+            Some(bound) if bound != body.account_key => {
+                return Err(Refusal::AccountKeyMismatch {
+                    account: account.number,
+                })
+            }
+            Some(_) => {}
+            None => tx.bind_account_key(account.number, &body.account_key)?,
+        }
+        transfer(
+            tx,
+            TransferKind::ObtainBrokerScrip,
+            LedgerAccount::Customer(account.number),
+            LedgerAccount::OutstandingBrokerScrip,
+            order.amount,
+            now,
+        )?;
+        let cust_id = CustId::random(rng);
+        let scrip = self.mint_broker_scrip(rng, order.amount, cust_id, now);
+        let issued = self.issue(rng, scrip, &self.keys.customer_master, &body.reply_key)?;
+        tx.append_event(&BrokerEvent::BrokerScripIssued {
+            request: body.request_id,
+            account: account.number,
+            scrip: issued.scrip.id(),
+            value: order.amount,
+            at: now,
+        })?;
+        Ok(BrokerScripIssued {
+            request_id: body.request_id,
+            issued,
+        })
+    }
+
+    /// Step 2: spend BrokerScrip, mint VendorScrip under the merchant's licence and change BrokerScrip.
+    fn obtain_vendor_scrip(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &Proved<ObtainVendorScrip>,
+    ) -> Result<VendorScripIssued, Refusal> {
+        let body = &request.body;
+        let spent = self.verify_broker_scrip(request, &body.scrip, now)?.scrip();
+        if body.amount.is_zero() {
+            return Err(Refusal::invalid_amount(
+                "VendorScrip of zero value cannot be obtained",
+            ));
+        }
+        let change_value =
+            spent
+                .value()
+                .checked_sub(body.amount)
+                .ok_or(Refusal::InsufficientValue {
+                    value: spent.value(),
+                    needed: body.amount,
+                })?;
+        let merchant = tx
+            .merchant(&body.merchant)?
+            .ok_or(Refusal::UnknownMerchant {
+                merchant: body.merchant,
+            })?;
+        mark_spent(tx, spent)?;
+        let vendor_scrip = Scrip::mint(
+            ScripBody {
+                kind: ScripKind::Vendor,
+                issuer: merchant.merchant,
+                id: ScripId::random(merchant.licence.series, rng),
+                value: body.amount,
+                currency: self.config.currency,
+                cust_id: CustId::random(rng),
+                expiry: now.plus_seconds(self.config.vendor_scrip_lifetime),
+            },
+            &merchant.licence.stamping_secret,
+        );
+        let vendor_scrip = self.issue(
+            rng,
+            vendor_scrip,
+            &merchant.licence.customer_master,
+            &body.reply_key,
+        )?;
+        let change = (!change_value.is_zero())
+            .then(|| self.mint_broker_scrip(rng, change_value, spent.body.cust_id, now));
+        transfer(
+            tx,
+            TransferKind::ObtainVendorScrip,
+            LedgerAccount::OutstandingBrokerScrip,
+            LedgerAccount::OutstandingVendorScrip(merchant.merchant),
+            body.amount,
+            now,
+        )?;
+        tx.append_event(&BrokerEvent::VendorScripExchanged {
+            request: body.request_id,
+            spent: spent.id(),
+            merchant: merchant.merchant,
+            vendor_scrip: vendor_scrip.scrip.id(),
+            amount: body.amount,
+            change: change.as_ref().map(|c| (c.id(), c.value())),
+            at: now,
+        })?;
+        Ok(VendorScripIssued {
+            request_id: body.request_id,
+            vendor_scrip,
+            change,
+        })
+    }
+
+    /// Exchanges BrokerScrip for fresh BrokerScrip of the same value and `cust_id`.
+    fn renew_broker_scrip(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &Proved<RenewBrokerScrip>,
+    ) -> Result<BrokerScripRenewed, Refusal> {
+        let body = &request.body;
+        let spent = self.verify_broker_scrip(request, &body.scrip, now)?.scrip();
+        mark_spent(tx, spent)?;
+        let scrip = self.mint_broker_scrip(rng, spent.value(), spent.body.cust_id, now);
+        tx.append_event(&BrokerEvent::BrokerScripRenewed {
+            request: body.request_id,
+            spent: spent.id(),
+            renewed: scrip.id(),
+            value: scrip.value(),
+            at: now,
+        })?;
+        Ok(BrokerScripRenewed {
+            request_id: body.request_id,
+            scrip,
+        })
+    }
+
+    /// Registers a merchant (or updates its name, account and licence) after checking the account's PIN.
+    fn register_merchant(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        request: &Signed<RegisterMerchant>,
+    ) -> Result<MerchantRegistered, Refusal> {
+        let body = &request.body;
+        request
+            .verify(&body.merchant)
+            .map_err(|_| bad_signature::<RegisterMerchant>())?;
+        check_name(&body.name)?;
+        let secrets: MerchantSecrets = self.open_sealed(
+            purpose::MERCHANT_SECRETS,
+            &body.request_id,
+            &body.merchant,
+            &body.secrets,
+        )?;
+        let account =
+            self.authenticate(tx, secrets.credentials.account, &secrets.credentials.pin)?;
+        if let Some(holder) = tx.merchant_by_name(&body.name)? {
+            if holder.merchant != body.merchant {
+                return Err(Refusal::MerchantNameTaken {
+                    name: body.name.clone(),
+                });
+            }
+        }
+        tx.put_merchant(&MerchantRecord {
+            merchant: body.merchant,
+            name: body.name.clone(),
+            account: account.number,
+            licence: secrets.licence,
+            registered_at: now,
+        })?;
+        tx.append_event(&BrokerEvent::MerchantRegistered {
+            merchant: body.merchant,
+            name: body.name.clone(),
+            account: account.number,
+            at: now,
+        })?;
+        Ok(MerchantRegistered {
+            request_id: body.request_id,
+            merchant: body.merchant,
+            name: body.name.clone(),
+        })
+    }
+
+    /// Step 3a: the customer announces a payment; the broker records it and signs a receipt.
+    fn record_intent(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        request: &Proved<Intent>,
+    ) -> Result<Signed<IntentReceipt>, Refusal> {
+        let body = &request.body;
+        let merchant = tx
+            .merchant(&body.scrip.body.issuer)?
+            .ok_or(Refusal::UnknownMerchant {
+                merchant: body.scrip.body.issuer,
+            })?;
+        let expected = Expected {
+            kind: ScripKind::Vendor,
+            issuer: &merchant.merchant,
+            currency: self.config.currency,
+        };
+        let scrip = verify_spend(request, &body.scrip, &expected, &merchant.licence, now)?.scrip();
+        if body.price > scrip.value() {
+            return Err(Refusal::InsufficientValue {
+                value: scrip.value(),
+                needed: body.price,
+            });
+        }
+        let receipt = IntentReceipt {
+            request_id: body.request_id,
+            buy_request: body.buy_request,
+            scrip: scrip.id(),
+            merchant: merchant.merchant,
+            price: body.price,
+            recorded_at: now,
+        };
+        tx.insert_intent(&IntentRow {
+            intent: body.clone(),
+            receipt: receipt.clone(),
+        })?;
+        tx.append_event(&BrokerEvent::IntentRecorded {
+            request: body.request_id,
+            buy_request: body.buy_request,
+            merchant: merchant.merchant,
+            scrip: scrip.id(),
+            price: body.price,
+            at: now,
+        })?;
+        Ok(Signed::sign(receipt, &self.keys.signing))
+    }
+
+    /// Step 3c: the merchant reports payments; each verified record credits its account with the price.
+    fn record_payments(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        request: &Signed<PaymentRecords>,
+    ) -> Result<Signed<PaymentRecordsAck>, Refusal> {
+        let body = &request.body;
+        request
+            .verify(&body.merchant)
+            .map_err(|_| bad_signature::<PaymentRecords>())?;
+        let merchant = tx
+            .merchant(&body.merchant)?
+            .ok_or(Refusal::UnknownMerchant {
+                merchant: body.merchant,
+            })?;
+        let mut outcomes = Vec::with_capacity(body.records.len());
+        for record in &body.records {
+            let outcome = match self.record_payment(tx, now, &merchant, record) {
+                Ok(outcome) => outcome,
+                Err(Refusal::Unavailable) => return Err(Refusal::Unavailable),
+                Err(refusal) => RecordOutcome::Refused(refusal),
+            };
+            outcomes.push((record.buy.body.scrip.id(), outcome));
+        }
+        Ok(Signed::sign(
+            PaymentRecordsAck {
+                merchant: merchant.merchant,
+                outcomes,
+                at: now,
+            },
+            &self.keys.signing,
+        ))
+    }
+
+    fn record_payment(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        merchant: &MerchantRecord,
+        record: &PaymentRecord,
+    ) -> Result<RecordOutcome, Refusal> {
+        let buy = &record.buy;
+        let expected = Expected {
+            kind: ScripKind::Vendor,
+            issuer: &merchant.merchant,
+            currency: self.config.currency,
+        };
+        let spent = verify_stamp(&buy.body.scrip, &expected, &merchant.licence)?.scrip();
+        // The customer's proof shows the customer really made this purchase;
+        // a merchant cannot invent payments with scrip it saw elsewhere.
+        let customer_secret = merchant
+            .licence
+            .customer_master
+            .customer_secret(&spent.body.cust_id);
+        if !buy.proof_matches(&customer_secret) {
+            return Err(Refusal::NotOwner { scrip: spent.id() });
+        }
+        let price = buy.body.price;
+        if matches!(buy.body.purchase, Purchase::Renew) && !price.is_zero() {
+            return Err(Refusal::invalid_request("a renewal must have price zero"));
+        }
+        let change_value = spent
+            .value()
+            .checked_sub(price)
+            .ok_or(Refusal::InsufficientValue {
+                value: spent.value(),
+                needed: price,
+            })?;
+        check_change(spent, change_value, record.change.as_ref())?;
+        // Already recorded: answer so, before any check that the first recording changed.
+        if tx.payment_recorded(&merchant.merchant, &spent.id())? {
+            return Ok(RecordOutcome::AlreadyRecorded);
+        }
+        let credit = Transfer::new(
+            TransferKind::PaymentRecorded,
+            LedgerAccount::OutstandingVendorScrip(merchant.merchant),
+            LedgerAccount::Customer(merchant.account),
+            price,
+            now,
+        );
+        if let Some(credit) = &credit {
+            // Checked before anything is written, so a refused record leaves no trace.
+            check_transfer(tx, credit)?;
+        }
+        if tx.record_payment(&PaymentRow {
+            merchant: merchant.merchant,
+            record: record.clone(),
+            recorded_at: now,
+        })? == Spend::AlreadySpent
+        {
+            return Ok(RecordOutcome::AlreadyRecorded);
+        }
+        if let Some(credit) = &credit {
+            tx.post(credit)?;
+        }
+        let intent_seen = tx.intent_for_buy(&buy.body.request_id, &spent.id())?;
+        tx.append_event(&BrokerEvent::PaymentRecorded {
+            merchant: merchant.merchant,
+            buy_request: buy.body.request_id,
+            scrip: spent.id(),
+            price,
+            intent_seen,
+            at: now,
+        })?;
+        Ok(RecordOutcome::Credited(price))
+    }
+
+    // ---- Helpers ----------------------------------------------------------
+
+    fn verify_broker_scrip<'a, T: Labelled>(
+        &self,
+        request: &Proved<T>,
+        scrip: &'a Scrip,
+        now: Timestamp,
+    ) -> Result<crate::validate::VerifiedScrip<'a>, Refusal> {
+        let broker = self.keys.public_key();
+        let expected = Expected {
+            kind: ScripKind::Broker,
+            issuer: &broker,
+            currency: self.config.currency,
+        };
+        verify_spend(request, scrip, &expected, self, now)
+    }
+
+    fn mint_broker_scrip(
+        &self,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        value: Amount,
+        cust_id: CustId,
+        now: Timestamp,
+    ) -> Scrip {
+        let series = self.config.series;
+        let body = ScripBody {
+            kind: ScripKind::Broker,
+            issuer: self.keys.public_key(),
+            id: ScripId::random(series, rng),
+            value,
+            currency: self.config.currency,
+            cust_id,
+            expiry: now.plus_seconds(self.config.broker_scrip_lifetime),
+        };
+        Scrip::mint(body, &self.stamping[series as usize - 1])
+    }
+
+    /// Seals the new scrip's customer secret to the requester's reply key.
+    fn issue(
+        &self,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        scrip: Scrip,
+        master: &scrip_proto::crypto::CustomerMaster,
+        reply_key: &HpkePublicKey,
+    ) -> Result<IssuedScrip, Refusal> {
+        let secret = master.customer_secret(&scrip.body.cust_id);
+        let customer_secret = reply_key
+            .seal_value(
+                rng,
+                purpose::CUSTOMER_SECRET,
+                &customer_secret_aad(&scrip.id()),
+                &secret,
+            )
+            .map_err(|e| Refusal::invalid_request(e.to_string()))?;
+        Ok(IssuedScrip {
+            scrip,
+            customer_secret,
+        })
+    }
+
+    fn open_sealed<T: borsh::BorshDeserialize>(
+        &self,
+        purpose: &'static str,
+        request_id: &scrip_proto::RequestId,
+        sender: &PublicKey,
+        sealed: &scrip_proto::crypto::Sealed,
+    ) -> Result<T, Refusal> {
+        let plaintext = self
+            .keys
+            .hpke
+            .open(purpose, &envelope_aad(request_id, sender), sealed)
+            .map_err(|_| Refusal::CannotOpenEnvelope)?;
+        Ok(decode(&plaintext)?)
+    }
+
+    fn authenticate(
+        &self,
+        tx: &mut impl BrokerTx,
+        number: AccountNumber,
+        pin: &Pin,
+    ) -> Result<AccountRecord, Refusal> {
+        let account = existing_account(tx, number)?;
+        if !pin_matches(pin, &account.pin_hash) {
+            return Err(Refusal::WrongPin { account: number });
+        }
+        Ok(account)
+    }
+}
+
+fn bad_signature<T: Labelled>() -> Refusal {
+    Refusal::BadSignature {
+        what: T::DOMAIN.to_owned(),
+    }
+}
+
+fn existing_account(
+    tx: &mut impl BrokerTx,
+    number: AccountNumber,
+) -> Result<AccountRecord, Refusal> {
+    tx.account(number)?
+        .ok_or(Refusal::UnknownAccount { account: number })
+}
+
+fn customer_balance(tx: &mut impl BrokerTx, number: AccountNumber) -> Result<Amount, Refusal> {
+    let balance = tx.balance(&LedgerAccount::Customer(number))?;
+    u64::try_from(balance)
+        .ok()
+        .and_then(Amount::from_minor)
+        .ok_or_else(|| StoreError(format!("account {number} has an impossible balance")).into())
+}
+
+fn mark_spent(tx: &mut impl BrokerTx, scrip: &Scrip) -> Result<(), Refusal> {
+    match tx.mark_broker_scrip_spent(&scrip.id(), scrip.body.expiry)? {
+        Spend::Fresh => Ok(()),
+        Spend::AlreadySpent => Err(Refusal::DoubleSpend { scrip: scrip.id() }),
+    }
+}
+
+/// Posts one balanced transfer, refusing it if the paying account cannot cover it.
+fn transfer(
+    tx: &mut impl BrokerTx,
+    kind: TransferKind,
+    from: LedgerAccount,
+    to: LedgerAccount,
+    amount: Amount,
+    now: Timestamp,
+) -> Result<(), Refusal> {
+    let entry = Transfer::new(kind, from, to, amount, now).ok_or_else(|| {
+        Refusal::invalid_amount(format!("the amount of a {kind} must be positive"))
+    })?;
+    check_transfer(tx, &entry)?;
+    Ok(tx.post(&entry)?)
+}
+
+/// Refuses a transfer the paying account cannot cover or the receiving account cannot hold.
+fn check_transfer(tx: &mut impl BrokerTx, entry: &Transfer) -> Result<(), Refusal> {
+    let (from, to, amount) = (entry.from(), entry.to(), entry.amount());
+    if from.must_stay_non_negative() {
+        let balance = tx.balance(&from)?;
+        if balance < amount.as_i64() {
+            let held = Amount::from_minor(balance.max(0) as u64).unwrap_or(Amount::ZERO);
+            return Err(match from {
+                LedgerAccount::Customer(account) => Refusal::Overdraft {
+                    account,
+                    balance: held,
+                    requested: amount,
+                },
+                other => Refusal::invalid_request(format!(
+                    "{other} holds {held}, less than the {amount} claimed"
+                )),
+            });
+        }
+    }
+    if tx.balance(&to)?.checked_add(amount.as_i64()).is_none() {
+        return Err(Refusal::invalid_amount(format!("{to} would overflow")));
+    }
+    Ok(())
+}
+
+/// The change a merchant returned must be VendorScrip of the same merchant and
+/// pseudonym worth exactly what was not paid.
+fn check_change(
+    spent: &Scrip,
+    change_value: Amount,
+    change: Option<&ScripBody>,
+) -> Result<(), Refusal> {
+    match change {
+        None if change_value.is_zero() => Ok(()),
+        Some(c)
+            if c.value == change_value
+                && c.kind == ScripKind::Vendor
+                && c.issuer == spent.body.issuer
+                && c.cust_id == spent.body.cust_id
+                && c.currency == spent.body.currency =>
+        {
+            Ok(())
+        }
+        _ => Err(Refusal::invalid_request(format!(
+            "the recorded change does not equal the {change_value} left of scrip {}",
+            spent.id()
+        ))),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Refusal> {
+    let length = name.chars().count();
+    if (1..=64).contains(&length) && !name.chars().any(char::is_control) && name.trim() == name {
+        Ok(())
+    } else {
+        Err(Refusal::invalid_request(
+            "a name is 1 to 64 characters, without control characters or surrounding spaces",
+        ))
+    }
+}
+
+/// A random 8-digit PIN.
+fn random_pin(rng: &mut (impl rand::RngCore + rand::CryptoRng)) -> Pin {
+    use rand::Rng;
+    Pin::new(format!("{:08}", rng.gen_range(0..100_000_000u32))).expect("8 digits make a valid PIN")
+}

@@ -1,0 +1,69 @@
+//! Broker events: what the broker observed, appended to its log as canonical bytes.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use scrip_proto::{AccountNumber, Amount, MerchantId, RequestId, ScripId, Timestamp};
+
+/// One thing the broker observed. The event log is the broker's record of
+/// every transaction; the auditing issue builds a Merkle log over these bytes.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum BrokerEvent {
+    AccountOpened {
+        account: AccountNumber,
+        at: Timestamp,
+    },
+    Deposit {
+        account: AccountNumber,
+        amount: Amount,
+        at: Timestamp,
+    },
+    Withdrawal {
+        account: AccountNumber,
+        amount: Amount,
+        at: Timestamp,
+    },
+    MerchantRegistered {
+        merchant: MerchantId,
+        name: String,
+        account: AccountNumber,
+        at: Timestamp,
+    },
+    BrokerScripIssued {
+        request: RequestId,
+        account: AccountNumber,
+        scrip: ScripId,
+        value: Amount,
+        at: Timestamp,
+    },
+    VendorScripExchanged {
+        request: RequestId,
+        spent: ScripId,
+        merchant: MerchantId,
+        vendor_scrip: ScripId,
+        amount: Amount,
+        change: Option<(ScripId, Amount)>,
+        at: Timestamp,
+    },
+    BrokerScripRenewed {
+        request: RequestId,
+        spent: ScripId,
+        renewed: ScripId,
+        value: Amount,
+        at: Timestamp,
+    },
+    IntentRecorded {
+        request: RequestId,
+        buy_request: RequestId,
+        merchant: MerchantId,
+        scrip: ScripId,
+        price: Amount,
+        at: Timestamp,
+    },
+    PaymentRecorded {
+        merchant: MerchantId,
+        buy_request: RequestId,
+        scrip: ScripId,
+        price: Amount,
+        intent_seen: bool,
+        at: Timestamp,
+    },
+}

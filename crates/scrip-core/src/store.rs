@@ -1,0 +1,247 @@
+//! The store traits: what the broker, merchant and wallet need from durable storage.
+//!
+//! Each role has its own store and a transaction type. The core opens a
+//! transaction, reads and writes through it, and commits only when the whole
+//! step succeeded; dropping a transaction without [`commit`](BrokerTx::commit)
+//! rolls it back, so a refused request changes nothing.
+//!
+//! Implementations must make transactions serializable with respect to each
+//! other (SQLite: `BEGIN IMMEDIATE`), and spending is insert-or-fail on a
+//! unique key, never read-then-write: of two transactions marking the same id
+//! spent, exactly one gets [`Spend::Fresh`].
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use scrip_proto::crypto::CustomerSecret;
+use scrip_proto::msg::{Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord};
+use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, Scrip, ScripId, Timestamp};
+
+use crate::event::BrokerEvent;
+use crate::ledger::{LedgerAccount, Transfer};
+
+/// Storage failed. The outcome of the step is unknown to the client; the core
+/// turns this into [`scrip_proto::Refusal::Unavailable`] and never sends the
+/// detail over the wire.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StoreError(pub String);
+
+/// The result of marking a scrip id spent (or a payment recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// The id was not spent before and is now.
+    Fresh,
+    /// The id was already spent; nothing was written.
+    AlreadySpent,
+}
+
+/// The response to a request, kept so a retry with the same id gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct StoredResponse {
+    /// The digest of the request's canonical bytes: a retry must match it.
+    pub request_digest: [u8; 32],
+    pub response: Vec<u8>,
+}
+
+/// A customer account. Its balance lives in the ledger, under [`LedgerAccount::Customer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub number: AccountNumber,
+    pub name: String,
+    /// Argon2id, PHC string format (includes salt and parameters).
+    pub pin_hash: String,
+    /// The wallet key bound to the account on its first Obtain BrokerScrip.
+    pub account_key: Option<PublicKey>,
+    pub opened_at: Timestamp,
+}
+
+/// A merchant registered at the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantRecord {
+    pub merchant: MerchantId,
+    pub name: String,
+    /// The account sales are credited to.
+    pub account: AccountNumber,
+    pub licence: Licence,
+    pub registered_at: Timestamp,
+}
+
+/// A customer's recorded intent to pay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentRow {
+    pub intent: Intent,
+    pub receipt: IntentReceipt,
+}
+
+/// A merchant's recorded payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRow {
+    pub merchant: MerchantId,
+    pub record: PaymentRecord,
+    pub recorded_at: Timestamp,
+}
+
+/// The broker's storage.
+pub trait BrokerStore {
+    type Tx<'a>: BrokerTx
+    where
+        Self: 'a;
+    fn begin(&mut self) -> Result<Self::Tx<'_>, StoreError>;
+}
+
+/// One broker transaction. See the module doc for the contract.
+pub trait BrokerTx {
+    fn stored_response(
+        &mut self,
+        request: &RequestId,
+    ) -> Result<Option<StoredResponse>, StoreError>;
+    fn store_response(
+        &mut self,
+        request: &RequestId,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+
+    fn account(&mut self, number: AccountNumber) -> Result<Option<AccountRecord>, StoreError>;
+    /// Inserts a new account; fails if the number exists.
+    fn insert_account(&mut self, account: &AccountRecord) -> Result<(), StoreError>;
+    fn bind_account_key(
+        &mut self,
+        number: AccountNumber,
+        key: &PublicKey,
+    ) -> Result<(), StoreError>;
+    fn accounts(&mut self) -> Result<Vec<AccountRecord>, StoreError>;
+
+    /// The balance of a ledger account in minor units; zero if it never moved.
+    fn balance(&mut self, account: &LedgerAccount) -> Result<i64, StoreError>;
+    /// Every ledger account that ever moved, with its balance.
+    fn balances(&mut self) -> Result<Vec<(LedgerAccount, i64)>, StoreError>;
+    /// Appends the transfer to the journal and moves its amount, atomically with the transaction.
+    fn post(&mut self, transfer: &Transfer) -> Result<(), StoreError>;
+
+    /// Marks a BrokerScrip id spent: insert-or-fail.
+    fn mark_broker_scrip_spent(
+        &mut self,
+        scrip: &ScripId,
+        expiry: Timestamp,
+    ) -> Result<Spend, StoreError>;
+
+    fn merchant(&mut self, merchant: &MerchantId) -> Result<Option<MerchantRecord>, StoreError>;
+    fn merchant_by_name(&mut self, name: &str) -> Result<Option<MerchantRecord>, StoreError>;
+    /// Inserts or replaces the merchant's record (re-registration updates name, account and licence).
+    fn put_merchant(&mut self, merchant: &MerchantRecord) -> Result<(), StoreError>;
+    fn merchants(&mut self) -> Result<Vec<MerchantRecord>, StoreError>;
+
+    fn insert_intent(&mut self, intent: &IntentRow) -> Result<(), StoreError>;
+    /// True if an intent announcing the Buy with this request id, spending
+    /// this scrip, was recorded (the intent's `buy_request` and scrip id).
+    fn intent_for_buy(
+        &mut self,
+        buy_request: &RequestId,
+        scrip: &ScripId,
+    ) -> Result<bool, StoreError>;
+    /// True if the merchant's payment with this spent VendorScrip was recorded.
+    fn payment_recorded(
+        &mut self,
+        merchant: &MerchantId,
+        scrip: &ScripId,
+    ) -> Result<bool, StoreError>;
+    /// Records a merchant's payment: insert-or-fail on (merchant, spent VendorScrip id).
+    fn record_payment(&mut self, payment: &PaymentRow) -> Result<Spend, StoreError>;
+
+    /// Appends the event's canonical bytes to the broker's event log.
+    fn append_event(&mut self, event: &BrokerEvent) -> Result<(), StoreError>;
+
+    fn commit(self) -> Result<(), StoreError>;
+}
+
+/// A merchant's storage.
+pub trait MerchantStore {
+    type Tx<'a>: MerchantTx
+    where
+        Self: 'a;
+    fn begin(&mut self) -> Result<Self::Tx<'_>, StoreError>;
+}
+
+/// One merchant transaction.
+pub trait MerchantTx {
+    fn stored_response(
+        &mut self,
+        request: &RequestId,
+    ) -> Result<Option<StoredResponse>, StoreError>;
+    fn store_response(
+        &mut self,
+        request: &RequestId,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+    /// Marks a VendorScrip id spent: insert-or-fail.
+    fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError>;
+    /// Queues a payment record for the broker, keyed by the spent scrip id.
+    fn queue_payment_record(&mut self, record: &PaymentRecord) -> Result<(), StoreError>;
+    /// The oldest queued records, at most `limit`.
+    fn queued_payment_records(&mut self, limit: usize) -> Result<Vec<PaymentRecord>, StoreError>;
+    fn dequeue_payment_record(&mut self, scrip: &ScripId) -> Result<(), StoreError>;
+    fn commit(self) -> Result<(), StoreError>;
+}
+
+/// Whether a wallet's scrip can be used, or is locked by a request in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ScripState {
+    Available,
+    /// Spent by this request, whose outcome is not known yet.
+    Pending(RequestId),
+}
+
+/// A scrip the wallet holds, with the customer secret that spends it.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct WalletScrip {
+    pub scrip: Scrip,
+    pub secret: CustomerSecret,
+    pub state: ScripState,
+}
+
+/// Who a pending request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Destination {
+    Broker,
+    Merchant(MerchantId),
+}
+
+/// A request sent (or about to be sent) whose response has not been handled.
+/// Retries resend `request` unchanged, so nothing is paid twice.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct PendingRequest {
+    pub request_id: RequestId,
+    pub destination: Destination,
+    /// The canonical bytes of the `BrokerRequest` or `MerchantRequest`.
+    pub request: Vec<u8>,
+    /// The scrip this request spends, if any.
+    pub spends: Option<ScripId>,
+}
+
+/// A receipt the wallet keeps as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum WalletReceipt {
+    Intent(scrip_proto::crypto::Signed<IntentReceipt>),
+    Purchase(scrip_proto::crypto::Signed<MerchantReceipt>),
+}
+
+/// A wallet's storage.
+pub trait WalletStore {
+    type Tx<'a>: WalletTx
+    where
+        Self: 'a;
+    fn begin(&mut self) -> Result<Self::Tx<'_>, StoreError>;
+}
+
+/// One wallet transaction.
+pub trait WalletTx {
+    /// Inserts or replaces the scrip with this id.
+    fn put_scrip(&mut self, scrip: &WalletScrip) -> Result<(), StoreError>;
+    fn remove_scrip(&mut self, scrip: &ScripId) -> Result<(), StoreError>;
+    fn all_scrip(&mut self) -> Result<Vec<WalletScrip>, StoreError>;
+    fn put_pending(&mut self, pending: &PendingRequest) -> Result<(), StoreError>;
+    fn take_pending(&mut self, request: &RequestId) -> Result<Option<PendingRequest>, StoreError>;
+    fn all_pending(&mut self) -> Result<Vec<PendingRequest>, StoreError>;
+    fn add_receipt(&mut self, receipt: &WalletReceipt) -> Result<(), StoreError>;
+    fn receipts(&mut self) -> Result<Vec<WalletReceipt>, StoreError>;
+    fn commit(self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,513 @@
+//! Opening a database the one way all three stores do: file permissions, pragmas, migrations, and column conversions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use scrip_core::store::{Spend, StoreError, StoredResponse};
+use scrip_proto::{AccountNumber, PublicKey, RequestId, Timestamp};
+
+/// How long a connection waits for another writer (a thread or a process on
+/// the same file) before giving up with "database is locked".
+///
+/// Writers hold the lock for one short step, so ten seconds means something is
+/// stuck; failing then turns into `Refusal::Unavailable`, which is safe to retry.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLite's busy handler: called with the number of earlier calls for the same
+/// lock; sleeps and returns true to try again, or false to give up.
+///
+/// SQLite's own `busy_timeout` backs off to 100 ms sleeps; with many writers on
+/// one file (a broker's worker threads) that leaves the lock idle most of the
+/// time and a step waits far longer than the steps ahead of it took. Polling
+/// every millisecond, then every five, keeps the wait close to the work.
+fn wait_for_lock(earlier_calls: i32) -> bool {
+    match lock_wait(earlier_calls) {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Runs `operation` until it does not fail with "database is locked", pausing
+/// as [`wait_for_lock`] does, for at most [`BUSY_TIMEOUT`] in all.
+fn retry_while_busy<T>(
+    what: &'static str,
+    mut operation: impl FnMut() -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    let mut earlier_calls = 0;
+    loop {
+        match operation() {
+            Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                match lock_wait(earlier_calls) {
+                    Some(pause) => std::thread::sleep(pause),
+                    None => return Err(failed(what)(error)),
+                }
+                earlier_calls += 1;
+            }
+            result => return result.map_err(failed(what)),
+        }
+    }
+}
+
+/// How long [`wait_for_lock`] sleeps on its `earlier_calls + 1`th call, or
+/// `None` once the sleeps so far add up to [`BUSY_TIMEOUT`].
+fn lock_wait(earlier_calls: i32) -> Option<Duration> {
+    const FAST_CALLS: u64 = 100;
+    let calls = u64::try_from(earlier_calls).unwrap_or(0);
+    let waited_ms = calls.min(FAST_CALLS) + calls.saturating_sub(FAST_CALLS) * 5;
+    if u128::from(waited_ms) >= BUSY_TIMEOUT.as_millis() {
+        return None;
+    }
+    let pause_ms = if calls < FAST_CALLS { 1 } else { 5 };
+    Some(Duration::from_millis(pause_ms))
+}
+
+/// What one kind of database looks like: its role, its SQLite `application_id`
+/// and its migrations.
+pub(crate) struct Schema {
+    /// For messages: "broker", "merchant", "wallet".
+    pub(crate) role: &'static str,
+    /// Written to `PRAGMA application_id`, so a wallet file opened as a broker
+    /// store is refused instead of being given the broker's tables.
+    pub(crate) application_id: i32,
+    /// Migration `i` takes the schema from `PRAGMA user_version` `i` to `i + 1`.
+    /// Append only: a migration that has shipped is never edited.
+    pub(crate) migrations: &'static [&'static str],
+}
+
+impl Schema {
+    /// The schema version this build writes and expects.
+    pub(crate) fn version(&self) -> i64 {
+        i64::try_from(self.migrations.len()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Maps a rusqlite error to a [`StoreError`] that says which operation failed.
+///
+/// rusqlite's messages name the constraint or the SQL that failed, never the
+/// bound values, so no secret (a licence, a customer secret) reaches the text.
+pub(crate) fn failed(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |error| StoreError(format!("{what}: {error}"))
+}
+
+/// Opens (creating if needed) the database at `path` for `schema`.
+///
+/// A new file is created readable and writable by its owner only, before
+/// SQLite sees it; SQLite gives the `-wal` and `-shm` files the same mode.
+pub(crate) fn open(path: &Path, schema: &Schema) -> Result<Connection, StoreError> {
+    create_private_file(path).map_err(|error| {
+        StoreError(format!(
+            "cannot create {} database {}: {error}",
+            schema.role,
+            path.display()
+        ))
+    })?;
+    let conn = Connection::open(path).map_err(|error| {
+        StoreError(format!(
+            "cannot open {} database {}: {error}",
+            schema.role,
+            path.display()
+        ))
+    })?;
+    configure(conn, schema, true)
+}
+
+/// Opens a private in-memory database for `schema`: for tests and throwaway runs.
+pub(crate) fn open_in_memory(schema: &Schema) -> Result<Connection, StoreError> {
+    let conn = Connection::open_in_memory().map_err(failed("cannot open in-memory database"))?;
+    configure(conn, schema, false)
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // No truncate: an existing database is opened as it is, with its own mode.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn configure(
+    mut conn: Connection,
+    schema: &Schema,
+    on_disk: bool,
+) -> Result<Connection, StoreError> {
+    // The busy handler first, so that the pragmas and the migration below wait
+    // for another process that is opening or writing the same file.
+    conn.busy_handler(Some(wait_for_lock))
+        .map_err(failed("cannot set busy handler"))?;
+    if on_disk {
+        // WAL lets readers and one writer proceed together, and survives a crash
+        // of the process or the machine with synchronous=FULL below. Switching a
+        // new file to WAL can fail with "database is locked" without calling the
+        // busy handler (another connection is switching it too), so it retries.
+        let mode: String = retry_while_busy("cannot set journal mode", || {
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError(format!(
+                "cannot set journal mode: SQLite kept {mode:?} instead of WAL"
+            )));
+        }
+    }
+    // FULL syncs the WAL on every commit: an acknowledged payment survives a
+    // power cut. NORMAL would be faster and could lose the last commits.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(failed("cannot set synchronous mode"))?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(failed("cannot enable foreign keys"))?;
+    migrate(&mut conn, schema)?;
+    Ok(conn)
+}
+
+/// Brings the schema up to [`Schema::version`].
+///
+/// An up-to-date file is only read, so opening a store does not wait for a
+/// writer. Otherwise the migration runs in one immediate transaction that
+/// checks the version again, so two processes opening a new file at once
+/// migrate it once.
+fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), StoreError> {
+    if schema_version(conn, schema)? == schema.version() {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed("cannot begin migration"))?;
+    let version = schema_version(&tx, schema)?;
+    // schema_version checked that `version` is in 0..=migrations.len().
+    let pending = usize::try_from(version)
+        .ok()
+        .and_then(|version| schema.migrations.get(version..))
+        .unwrap_or_default();
+    for migration in pending {
+        tx.execute_batch(migration)
+            .map_err(failed("cannot apply schema migration"))?;
+    }
+    tx.pragma_update(None, "application_id", schema.application_id)
+        .map_err(failed("cannot write application id"))?;
+    tx.pragma_update(None, "user_version", schema.version())
+        .map_err(failed("cannot write schema version"))?;
+    tx.commit().map_err(failed("cannot commit migration"))
+}
+
+/// The file's schema version, after checking that it belongs to `schema`'s
+/// role and is not newer than this build.
+fn schema_version(conn: &Connection, schema: &Schema) -> Result<i64, StoreError> {
+    // One statement, so both values come from one snapshot even outside a
+    // transaction, while another connection may be migrating the file.
+    let (application_id, version): (i32, i64) = conn
+        .query_row(
+            "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(failed("cannot read schema version"))?;
+    let is_new = application_id == 0 && version == 0;
+    if !is_new && application_id != schema.application_id {
+        return Err(StoreError(format!(
+            "the file is not a scrip {} database (application id {application_id:#x})",
+            schema.role
+        )));
+    }
+    if !(0..=schema.version()).contains(&version) {
+        return Err(StoreError(format!(
+            "the {} database has schema version {version}, which this build does not know (it knows up to {}): upgrade scrip",
+            schema.role,
+            schema.version()
+        )));
+    }
+    Ok(version)
+}
+
+// ---- Column conversions ---------------------------------------------------
+//
+// Values go in as SQLite integers and blobs; coming out, anything that does not
+// fit the Rust type is a corrupt row and becomes a StoreError, never a panic.
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError(format!("corrupt {what} in database"))
+}
+
+pub(crate) fn timestamp_to_sql(at: Timestamp) -> Result<i64, StoreError> {
+    i64::try_from(at.0).map_err(|_| StoreError(format!("timestamp {at} is too large to store")))
+}
+
+pub(crate) fn timestamp_from_sql(value: i64) -> Result<Timestamp, StoreError> {
+    u64::try_from(value)
+        .map(Timestamp)
+        .map_err(|_| corrupt("timestamp"))
+}
+
+pub(crate) fn account_to_sql(number: AccountNumber) -> Result<i64, StoreError> {
+    i64::try_from(number.0)
+        .map_err(|_| StoreError(format!("account number {number} is too large to store")))
+}
+
+pub(crate) fn account_from_sql(value: i64) -> Result<AccountNumber, StoreError> {
+    u64::try_from(value)
+        .map(AccountNumber)
+        .map_err(|_| corrupt("account number"))
+}
+
+pub(crate) fn public_key_from_sql(bytes: &[u8]) -> Result<PublicKey, StoreError> {
+    bytes
+        .try_into()
+        .map(PublicKey)
+        .map_err(|_| corrupt("public key"))
+}
+
+pub(crate) fn digest_from_sql(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| corrupt("request digest"))
+}
+
+/// Reads a blob written with [`scrip_proto::encode`].
+pub(crate) fn decode<T: borsh::BorshDeserialize>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, StoreError> {
+    scrip_proto::decode(bytes)
+        .map_err(|error| StoreError(format!("corrupt {what} in database: {error}")))
+}
+
+/// Converts a row limit to SQL; `usize::MAX` means no limit.
+pub(crate) fn limit_to_sql(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+// ---- Stored responses (broker and merchant) -------------------------------
+
+/// Reads the `responses` table that the broker and merchant schemas both have.
+pub(crate) fn stored_response(
+    conn: &Connection,
+    request: &RequestId,
+) -> Result<Option<StoredResponse>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT request_digest, response FROM responses WHERE request_id = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row([request.as_bytes()], |row| {
+                    Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+        })
+        .map_err(failed("cannot read stored response"))?;
+    row.map(|(digest, response)| {
+        Ok(StoredResponse {
+            request_digest: digest_from_sql(&digest)?,
+            response,
+        })
+    })
+    .transpose()
+}
+
+/// Stores the response to `request` in the `responses` table; an id answered before is an error, since
+/// the core looks it up first and a retry must never get a different answer.
+pub(crate) fn store_response(
+    conn: &Connection,
+    request: &RequestId,
+    response: &StoredResponse,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO responses (request_id, request_digest, response) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            request.as_bytes(),
+            response.request_digest,
+            response.response
+        ])
+    })
+    .map(drop)
+    .map_err(failed("cannot store response"))
+}
+
+/// Runs an insert-or-nothing statement and says whether it inserted.
+pub(crate) fn insert_or_fail(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &'static str,
+) -> Result<Spend, StoreError> {
+    let inserted = conn
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map_err(failed(what))?;
+    Ok(if inserted == 0 {
+        Spend::AlreadySpent
+    } else {
+        Spend::Fresh
+    })
+}
+
+/// Every row of every table, in a fixed order, as text.
+///
+/// For tests and tools that must show a step changed nothing: two dumps are
+/// equal exactly when the stored state is.
+pub(crate) fn fingerprint(conn: &Connection) -> Result<String, StoreError> {
+    let what = "cannot dump the database";
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .map_err(failed(what))?;
+    let mut dump = String::new();
+    for table in tables {
+        dump.push_str(&format!("[{table}]\n"));
+        let mut statement = conn
+            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
+            .map_err(failed(what))?;
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).map_err(failed(what))?;
+        while let Some(row) = rows.next().map_err(failed(what))? {
+            for column in 0..columns {
+                let value: rusqlite::types::Value = row.get(column).map_err(failed(what))?;
+                dump.push_str(&format!("{value:?}\t"));
+            }
+            dump.push('\n');
+        }
+    }
+    Ok(dump)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use scrip_core::store::{BrokerStore, BrokerTx, MerchantStore, MerchantTx, WalletStore};
+
+    use super::*;
+    use crate::fixtures::*;
+    use crate::{SqliteBrokerStore, SqliteMerchantStore, SqliteWalletStore};
+
+    #[test]
+    fn a_file_of_one_role_is_refused_by_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        drop(SqliteBrokerStore::open(&path).unwrap());
+        let error = SqliteWalletStore::open(&path)
+            .err()
+            .expect("a broker file is not a wallet");
+        assert!(error.0.contains("not a scrip wallet database"), "{error}");
+        let error = SqliteMerchantStore::open(&path)
+            .err()
+            .expect("a broker file is not a merchant's");
+        assert!(error.0.contains("not a scrip merchant database"), "{error}");
+        SqliteBrokerStore::open(&path)
+            .unwrap()
+            .begin()
+            .unwrap()
+            .commit()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.db");
+        drop(SqliteWalletStore::open(&path).unwrap());
+        execute(&path, "PRAGMA user_version = 2");
+        let error = SqliteWalletStore::open(&path)
+            .err()
+            .expect("version 2 is unknown");
+        assert!(error.0.contains("schema version 2"), "{error}");
+    }
+
+    #[test]
+    fn a_second_writer_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let mut first = SqliteBrokerStore::open(&path).unwrap();
+        let mut tx = first.begin().unwrap();
+        assert_eq!(
+            tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap(),
+            Spend::Fresh
+        );
+
+        let second = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                // Opening an up-to-date file does not wait for the writer.
+                let mut store = SqliteBrokerStore::open(&path).unwrap();
+                let start = Instant::now();
+                let mut tx = store.begin().unwrap();
+                let waited = start.elapsed();
+                (
+                    waited,
+                    tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap(),
+                )
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        tx.commit().unwrap();
+        let (waited, spend) = second.join().unwrap();
+        assert!(waited >= Duration::from_millis(200), "waited {waited:?}");
+        assert_eq!(spend, Spend::AlreadySpent);
+    }
+
+    #[test]
+    fn connections_opening_a_new_file_at_once_all_succeed() {
+        const THREADS: usize = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut store = SqliteMerchantStore::open(&path)?;
+                    let mut tx = store.begin()?;
+                    tx.queue_payment_record(&payment_record(scrip_id(1)))?;
+                    tx.commit()
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        assert_eq!(pragma(&path, "user_version"), 1);
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        assert_eq!(
+            store
+                .begin()
+                .unwrap()
+                .queued_payment_records(10)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_lock_wait_adds_up_to_the_busy_timeout() {
+        let sleeps: Vec<Duration> = (0..).map_while(lock_wait).collect();
+        assert_eq!(sleeps.iter().sum::<Duration>(), BUSY_TIMEOUT);
+        assert_eq!(sleeps[0], Duration::from_millis(1));
+        assert_eq!(lock_wait(i32::MAX), None);
+        assert_eq!(lock_wait(-1), Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn in_memory_stores_open() {
+        SqliteBrokerStore::open_in_memory().unwrap();
+        SqliteMerchantStore::open_in_memory()
+            .unwrap()
+            .begin()
+            .unwrap();
+        SqliteWalletStore::open_in_memory()
+            .unwrap()
+            .begin()
+            .unwrap();
+    }
+}

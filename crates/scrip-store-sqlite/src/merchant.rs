@@ -1,0 +1,303 @@
+//! A merchant's store in SQLite: stored responses, the VendorScrip spent set and the outbox of payment records for the broker.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use scrip_core::store::{MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
+use scrip_proto::msg::PaymentRecord;
+use scrip_proto::{RequestId, ScripId, Timestamp};
+
+use crate::db::{self, failed, insert_or_fail, limit_to_sql, timestamp_to_sql, Schema};
+
+pub(crate) const SCHEMA: Schema = Schema {
+    role: "merchant",
+    // "scrM"
+    application_id: 0x7363_724d,
+    migrations: &[MIGRATION_1],
+};
+
+const MIGRATION_1: &str = "
+CREATE TABLE responses (
+    request_id BLOB PRIMARY KEY,
+    request_digest BLOB NOT NULL,
+    response BLOB NOT NULL
+) STRICT;
+
+-- The primary key is the double-spend check: ScripId::to_key().
+CREATE TABLE spent (
+    id BLOB PRIMARY KEY,
+    expiry INTEGER NOT NULL
+) STRICT;
+
+-- Payment records owed to the broker, oldest (lowest seq) first.
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    scrip BLOB NOT NULL UNIQUE,
+    record BLOB NOT NULL
+) STRICT;
+";
+
+/// A merchant's [`MerchantStore`] in one SQLite file.
+///
+/// Each [`begin`](MerchantStore::begin) takes SQLite's write lock
+/// (`BEGIN IMMEDIATE`), so several connections to the same file serialise.
+pub struct SqliteMerchantStore {
+    conn: Connection,
+}
+
+impl SqliteMerchantStore {
+    /// Opens the merchant database at `path`, creating it (mode 0600) and
+    /// migrating its schema as needed.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, is not a merchant database, or
+    /// has a schema newer than this build.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        db::open(path, &SCHEMA).map(|conn| SqliteMerchantStore { conn })
+    }
+
+    /// A fresh merchant database in memory, gone when the store is dropped.
+    ///
+    /// # Errors
+    /// SQLite cannot allocate or migrate the database.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        db::open_in_memory(&SCHEMA).map(|conn| SqliteMerchantStore { conn })
+    }
+
+    /// Every row of every table as text: equal dumps mean equal state. For
+    /// tests that check a refused request changed nothing.
+    pub fn fingerprint(&self) -> Result<String, StoreError> {
+        db::fingerprint(&self.conn)
+    }
+}
+
+impl MerchantStore for SqliteMerchantStore {
+    type Tx<'a> = SqliteMerchantTx<'a>;
+
+    fn begin(&mut self) -> Result<SqliteMerchantTx<'_>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed("cannot begin merchant transaction"))?;
+        Ok(SqliteMerchantTx { tx })
+    }
+}
+
+/// One merchant transaction: rolls back when dropped without [`commit`](MerchantTx::commit).
+pub struct SqliteMerchantTx<'a> {
+    tx: Transaction<'a>,
+}
+
+impl MerchantTx for SqliteMerchantTx<'_> {
+    fn stored_response(
+        &mut self,
+        request: &RequestId,
+    ) -> Result<Option<StoredResponse>, StoreError> {
+        db::stored_response(&self.tx, request)
+    }
+
+    fn store_response(
+        &mut self,
+        request: &RequestId,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        db::store_response(&self.tx, request, response)
+    }
+
+    fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError> {
+        insert_or_fail(
+            &self.tx,
+            "INSERT INTO spent (id, expiry) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+            params![scrip.to_key(), timestamp_to_sql(expiry)?],
+            "cannot mark VendorScrip spent",
+        )
+    }
+
+    /// Queuing a record for a scrip already queued replaces the record and
+    /// keeps its place in the queue.
+    fn queue_payment_record(&mut self, record: &PaymentRecord) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)
+                 ON CONFLICT (scrip) DO UPDATE SET record = excluded.record",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    record.buy.body.scrip.body.id.to_key(),
+                    scrip_proto::encode(record)
+                ])
+            })
+            .map(drop)
+            .map_err(failed("cannot queue payment record"))
+    }
+
+    fn queued_payment_records(&mut self, limit: usize) -> Result<Vec<PaymentRecord>, StoreError> {
+        let blobs: Vec<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT record FROM outbox ORDER BY seq LIMIT ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([limit_to_sql(limit)], |row| row.get(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(failed("cannot read queued payment records"))?;
+        blobs
+            .iter()
+            .map(|blob| db::decode(blob, "queued payment record"))
+            .collect()
+    }
+
+    /// Dequeuing a scrip that is not queued does nothing: acknowledgements may repeat.
+    fn dequeue_payment_record(&mut self, scrip: &ScripId) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM outbox WHERE scrip = ?1")
+            .and_then(|mut statement| statement.execute([scrip.to_key()]))
+            .map(drop)
+            .map_err(failed("cannot dequeue payment record"))
+    }
+
+    fn commit(self) -> Result<(), StoreError> {
+        self.tx
+            .commit()
+            .map_err(failed("cannot commit merchant transaction"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+
+    fn queued_ids(tx: &mut SqliteMerchantTx<'_>, limit: usize) -> Vec<ScripId> {
+        tx.queued_payment_records(limit)
+            .unwrap()
+            .iter()
+            .map(|record| record.buy.body.scrip.body.id)
+            .collect()
+    }
+
+    #[test]
+    fn state_survives_closing_and_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        {
+            let mut store = SqliteMerchantStore::open(&path).unwrap();
+            let mut tx = store.begin().unwrap();
+            tx.store_response(&request_id(1), &response(1)).unwrap();
+            assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+            for id in [5, 3, 9] {
+                tx.queue_payment_record(&payment_record(scrip_id(id)))
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+            assert_owner_only(&path);
+        }
+        assert_eq!(pragma(&path, "user_version"), 1);
+        assert_eq!(
+            pragma(&path, "application_id"),
+            i64::from(SCHEMA.application_id)
+        );
+        {
+            let mut store = SqliteMerchantStore::open(&path).unwrap();
+            let mut tx = store.begin().unwrap();
+            assert_eq!(
+                tx.stored_response(&request_id(1)).unwrap(),
+                Some(response(1))
+            );
+            assert_eq!(
+                tx.mark_spent(&scrip_id(1), NOW).unwrap(),
+                Spend::AlreadySpent
+            );
+            assert_eq!(
+                tx.queued_payment_records(10).unwrap()[0],
+                payment_record(scrip_id(5))
+            );
+            tx.dequeue_payment_record(&scrip_id(3)).unwrap();
+            tx.commit().unwrap();
+        }
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(queued_ids(&mut tx, 10), vec![scrip_id(5), scrip_id(9)]);
+    }
+
+    #[test]
+    fn dropping_a_transaction_without_commit_leaves_nothing() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        {
+            let mut tx = store.begin().unwrap();
+            tx.store_response(&request_id(1), &response(1)).unwrap();
+            assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+            tx.queue_payment_record(&payment_record(scrip_id(1)))
+                .unwrap();
+        }
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.stored_response(&request_id(1)).unwrap(), None);
+        assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+        assert!(tx.queued_payment_records(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn spending_is_insert_or_fail() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+        assert_eq!(
+            tx.mark_spent(&scrip_id(1), NOW).unwrap(),
+            Spend::AlreadySpent
+        );
+        assert_eq!(tx.mark_spent(&scrip_id(2), NOW).unwrap(), Spend::Fresh);
+        tx.commit().unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.mark_spent(&scrip_id(2), NOW).unwrap(),
+            Spend::AlreadySpent
+        );
+    }
+
+    #[test]
+    fn the_outbox_is_first_in_first_out() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        for id in [5, 3, 9, 1] {
+            tx.queue_payment_record(&payment_record(scrip_id(id)))
+                .unwrap();
+        }
+        assert_eq!(queued_ids(&mut tx, 2), vec![scrip_id(5), scrip_id(3)]);
+        assert_eq!(queued_ids(&mut tx, 0), vec![]);
+        // Queuing again keeps the record's place; dequeuing an unknown id does nothing.
+        tx.queue_payment_record(&payment_record(scrip_id(5)))
+            .unwrap();
+        tx.dequeue_payment_record(&scrip_id(42)).unwrap();
+        tx.dequeue_payment_record(&scrip_id(3)).unwrap();
+        assert_eq!(
+            queued_ids(&mut tx, usize::MAX),
+            vec![scrip_id(5), scrip_id(9), scrip_id(1)]
+        );
+        tx.dequeue_payment_record(&scrip_id(5)).unwrap();
+        tx.queue_payment_record(&payment_record(scrip_id(5)))
+            .unwrap();
+        assert_eq!(
+            queued_ids(&mut tx, usize::MAX),
+            vec![scrip_id(9), scrip_id(1), scrip_id(5)]
+        );
+    }
+
+    #[test]
+    fn corrupt_rows_are_errors_not_panics() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO outbox (scrip, record) VALUES (x'01', x'0102');
+                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'');",
+            )
+            .unwrap();
+        let mut tx = store.begin().unwrap();
+        for error in [
+            tx.queued_payment_records(1).unwrap_err(),
+            tx.stored_response(&RequestId([0; 16])).unwrap_err(),
+        ] {
+            assert!(error.0.contains("corrupt"), "{error}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The whole story of the paper, in process: accounts, deposit, Obtain
+//! BrokerScrip, Obtain VendorScrip, purchases with change, role inversion,
+//! settlement, renewal; exact balances at every step.
+
+use scrip_core::ledger::LedgerAccount;
+use scrip_core::store::WalletReceipt;
+use scrip_proto::msg::Purchase;
+use scrip_proto::ScripKind;
+use scrip_tests::{amount, Sim};
+
+#[test]
+fn full_purchase_story_with_role_inversion_and_settlement() {
+    let mut sim = Sim::new(1);
+    let alice = sim.open_account("alice", "100");
+    let tea_shop_account = sim.open_account("tea shop", "0");
+    let news_account = sim.open_account("news stand", "0");
+    let tea = sim.add_merchant(
+        "tea",
+        &[("green", "0.002"), ("black", "0.0035")],
+        &tea_shop_account,
+    );
+    let news = sim.add_merchant("news", &[("daily", "0.005")], &news_account);
+    let wallet = sim.add_wallet();
+
+    // Step 1: a macro-payment from the account.
+    let broker_scrip = sim
+        .obtain_broker_scrip(wallet, alice.number, &alice.pin, "5")
+        .unwrap();
+    assert_eq!(broker_scrip.len(), 1);
+    assert_eq!(broker_scrip[0].body.kind, ScripKind::Broker);
+    assert_eq!(sim.balance(alice.number), amount("95"));
+    assert_eq!(
+        sim.ledger_balance(LedgerAccount::OutstandingBrokerScrip),
+        amount("5").as_i64()
+    );
+    assert_eq!(sim.wallet_balances(wallet).broker_scrip, amount("5"));
+
+    // Step 2: VendorScrip of the tea merchant, change in BrokerScrip.
+    let exchanged = sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    assert_eq!(exchanged.len(), 2, "VendorScrip and change");
+    assert_eq!(
+        exchanged[1].body.cust_id, broker_scrip[0].body.cust_id,
+        "change keeps the pseudonym"
+    );
+    assert_ne!(
+        exchanged[0].body.cust_id, broker_scrip[0].body.cust_id,
+        "VendorScrip gets a new pseudonym"
+    );
+    let balances = sim.wallet_balances(wallet);
+    assert_eq!(balances.broker_scrip, amount("4.99"));
+    assert_eq!(
+        balances.vendor_scrip,
+        vec![(sim.merchant_id(tea), amount("0.01"))]
+    );
+
+    // Step 3, several times: micro-payments with change.
+    for (item, content) in [
+        ("green", "content of green"),
+        ("black", "content of black"),
+        ("green", "content of green"),
+    ] {
+        let delivered = sim.buy_item(wallet, tea, item).unwrap();
+        assert_eq!(delivered.content, content.as_bytes());
+    }
+    assert_eq!(
+        sim.wallet_balances(wallet).vendor_scrip,
+        vec![(sim.merchant_id(tea), amount("0.0025"))]
+    );
+    let receipts = sim.wallet_receipts(wallet);
+    assert_eq!(
+        receipts
+            .iter()
+            .filter(|r| matches!(r, WalletReceipt::Purchase(_)))
+            .count(),
+        3
+    );
+    assert_eq!(
+        receipts
+            .iter()
+            .filter(|r| matches!(r, WalletReceipt::Intent(_)))
+            .count(),
+        3
+    );
+
+    // Settlement: the tea shop's account is credited with exactly what was sold.
+    assert_eq!(sim.balance(tea_shop_account.number), amount("0"));
+    let settlement = sim.settle(tea);
+    assert_eq!(settlement.recorded, 3);
+    assert_eq!(settlement.credited, amount("0.0075"));
+    assert!(settlement.refused.is_empty());
+    assert_eq!(sim.balance(tea_shop_account.number), amount("0.0075"));
+    assert_eq!(
+        sim.ledger_balance(LedgerAccount::OutstandingVendorScrip(sim.merchant_id(tea))),
+        amount("0.0025").as_i64()
+    );
+    assert_eq!(
+        sim.settle(tea).recorded,
+        0,
+        "the queue is empty after settlement"
+    );
+
+    // Role inversion: the tea shop spends its earnings at the news stand.
+    let tea_wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(
+        tea_wallet,
+        tea_shop_account.number,
+        &tea_shop_account.pin,
+        "0.0075",
+    )
+    .unwrap();
+    assert_eq!(sim.balance(tea_shop_account.number), amount("0"));
+    sim.obtain_vendor_scrip(tea_wallet, news, "0.0075").unwrap();
+    let delivered = sim.buy_item(tea_wallet, news, "daily").unwrap();
+    assert_eq!(delivered.content, b"content of daily");
+    assert_eq!(
+        delivered.change.as_ref().map(|c| c.value()),
+        Some(amount("0.0025"))
+    );
+    assert_eq!(sim.settle(news).credited, amount("0.005"));
+    assert_eq!(sim.balance(news_account.number), amount("0.005"));
+
+    // Renewal: scrip near expiry is exchanged for fresh scrip of the same value.
+    sim.advance(6 * 24 * 3600);
+    let before = sim.wallet_balances(wallet);
+    let renewed = sim.buy(wallet, tea, Purchase::Renew, "0").unwrap();
+    let fresh = renewed
+        .change
+        .expect("renewal returns the whole value as change");
+    assert_eq!(fresh.value(), amount("0.0025"));
+    assert!(fresh.body.expiry.0 > sim.now.0 + 6 * 24 * 3600);
+    assert_eq!(
+        sim.wallet_balances(wallet),
+        before,
+        "renewal moves no value"
+    );
+    let old_broker_scrip = sim.wallet_scrip(wallet);
+    let old = old_broker_scrip
+        .iter()
+        .find(|s| s.scrip.body.kind == ScripKind::Broker)
+        .unwrap()
+        .scrip
+        .clone();
+    let w = &mut sim.wallets[wallet];
+    let pending = w
+        .wallet
+        .renew_broker_scrip(&mut w.store, &mut sim.rng, old.id())
+        .unwrap();
+    sim.send_to_broker(wallet, &pending).unwrap();
+    assert_eq!(sim.wallet_balances(wallet), before);
+    assert_eq!(
+        sim.settle(tea).credited,
+        amount("0"),
+        "a renewal credits nothing"
+    );
+
+    // In the end: every unit is accounted for.
+    // alice: 95 in the account, 4.99 BrokerScrip, 0.0025 tea VendorScrip; merchants' earnings.
+    assert_eq!(sim.balance(alice.number), amount("95"));
+    assert_eq!(
+        sim.ledger_balance(LedgerAccount::OutstandingBrokerScrip),
+        amount("4.99").as_i64()
+    );
+    assert_eq!(
+        sim.ledger_balance(LedgerAccount::OutstandingVendorScrip(sim.merchant_id(tea))),
+        amount("0.0025").as_i64()
+    );
+    assert_eq!(
+        sim.ledger_balance(LedgerAccount::OutstandingVendorScrip(sim.merchant_id(news))),
+        amount("0.0025").as_i64()
+    );
+    assert_eq!(
+        sim.ledger_balance(LedgerAccount::MoneyIn),
+        -amount("100").as_i64()
+    );
+    sim.assert_conserved();
+}
+
+#[test]
+fn withdrawals_pay_out_and_are_refused_beyond_the_balance() {
+    let mut sim = Sim::new(2);
+    let bob = sim.open_account("bob", "10");
+    let paid = sim
+        .broker
+        .withdraw(&mut sim.broker_store, sim.now, bob.number, amount("4"))
+        .unwrap();
+    assert_eq!(paid, amount("6"));
+    let refused = sim
+        .broker
+        .withdraw(
+            &mut sim.broker_store,
+            sim.now,
+            bob.number,
+            amount("6.000001"),
+        )
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        scrip_proto::Refusal::Overdraft {
+            account: bob.number,
+            balance: amount("6"),
+            requested: amount("6.000001")
+        }
+    );
+    assert_eq!(
+        sim.ledger_balance(LedgerAccount::MoneyOut),
+        amount("4").as_i64()
+    );
+    sim.assert_conserved();
+}

@@ -1,0 +1,191 @@
+//! Double spending under concurrency: many connections race to spend the same
+//! scrip; exactly one wins each round, the rest are refused as double spends.
+
+use std::sync::Barrier;
+
+use rand::SeedableRng;
+use scrip_core::store::ScripState;
+use scrip_proto::crypto::Proved;
+use scrip_proto::msg::{
+    BrokerRequest, BrokerResponse, Buy, MerchantResponse, ObtainVendorScrip, Purchase,
+};
+use scrip_proto::{Refusal, RequestId, ScripKind};
+use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore};
+use scrip_tests::{amount, Sim};
+
+const RACERS: usize = 16;
+const ROUNDS: usize = 12;
+
+#[test]
+fn racing_spends_of_one_broker_scrip_have_exactly_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.db");
+    let mut sim = Sim::with_broker_store(11, SqliteBrokerStore::open(&path).unwrap());
+    let alice = sim.open_account("alice", "1000");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet();
+    let merchant = sim.merchant_id(tea);
+
+    for round in 0..ROUNDS {
+        let issued = sim
+            .obtain_broker_scrip(wallet, alice.number, &alice.pin, "1")
+            .unwrap();
+        let w = &mut sim.wallets[wallet];
+        let held = w
+            .wallet
+            .scrip(&mut w.store)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.scrip.id() == issued[0].id())
+            .unwrap();
+        let requests: Vec<BrokerRequest> = (0..RACERS)
+            .map(|_| {
+                let body = ObtainVendorScrip {
+                    request_id: RequestId::random(&mut sim.rng),
+                    scrip: held.scrip.clone(),
+                    merchant,
+                    amount: amount("0.5"),
+                    reply_key: sim.wallets[wallet].wallet.broker().hpke_key,
+                };
+                BrokerRequest::ObtainVendorScrip(Proved::prove(body, &held.secret))
+            })
+            .collect();
+        let barrier = Barrier::new(RACERS);
+        let (broker, now) = (&sim.broker, sim.now);
+        let responses: Vec<BrokerResponse> = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, request)| {
+                    let (barrier, path) = (&barrier, &path);
+                    scope.spawn(move || {
+                        let mut store = SqliteBrokerStore::open(path).unwrap();
+                        let mut rng =
+                            rand_chacha::ChaCha20Rng::seed_from_u64((round * RACERS + i) as u64);
+                        barrier.wait();
+                        broker.handle(&mut store, now, &mut rng, request)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners = responses
+            .iter()
+            .filter(|r| matches!(r, BrokerResponse::VendorScripIssued(_)))
+            .count();
+        let double_spends = responses
+            .iter()
+            .filter(|r| {
+                **r == BrokerResponse::Refused(Refusal::DoubleSpend {
+                    scrip: held.scrip.id(),
+                })
+            })
+            .count();
+        assert_eq!(
+            (winners, double_spends),
+            (1, RACERS - 1),
+            "round {round}: {responses:?}"
+        );
+    }
+    // Each round moved exactly 0.5 into VendorScrip, never more.
+    assert_eq!(
+        sim.ledger_balance(scrip_core::ledger::LedgerAccount::OutstandingVendorScrip(
+            merchant
+        )),
+        amount("0.5").as_i64() * ROUNDS as i64
+    );
+    sim.assert_conserved();
+}
+
+#[test]
+fn racing_spends_of_one_vendor_scrip_have_exactly_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("merchant.db");
+    let mut sim = Sim::new(12);
+    let alice = sim.open_account("alice", "1000");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant_with_store(
+        "tea",
+        &[("green", "0.002")],
+        &shop,
+        SqliteMerchantStore::open(&path).unwrap(),
+    );
+    let wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+
+    for round in 0..ROUNDS {
+        let vendor_scrip = sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap()[0].id();
+        let w = &mut sim.wallets[wallet];
+        let held = w
+            .wallet
+            .scrip(&mut w.store)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.scrip.id() == vendor_scrip)
+            .unwrap();
+        assert_eq!(
+            (held.scrip.body.kind, held.state),
+            (ScripKind::Vendor, ScripState::Available)
+        );
+        let requests: Vec<Proved<Buy>> = (0..RACERS)
+            .map(|_| {
+                let body = Buy {
+                    request_id: RequestId::random(&mut sim.rng),
+                    scrip: held.scrip.clone(),
+                    purchase: Purchase::Item("green".into()),
+                    price: amount("0.002"),
+                };
+                Proved::prove(body, &held.secret)
+            })
+            .collect();
+        let barrier = Barrier::new(RACERS);
+        let (merchant, now) = (&sim.merchants[tea].merchant, sim.now);
+        let responses: Vec<MerchantResponse> = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, request)| {
+                    let (barrier, path) = (&barrier, &path);
+                    scope.spawn(move || {
+                        let mut store = SqliteMerchantStore::open(path).unwrap();
+                        let mut rng =
+                            rand_chacha::ChaCha20Rng::seed_from_u64((round * RACERS + i) as u64);
+                        barrier.wait();
+                        match merchant.handle_buy(&mut store, now, &mut rng, request) {
+                            Ok(delivered) => MerchantResponse::ItemDelivered(delivered),
+                            Err(refusal) => MerchantResponse::Refused(refusal),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners = responses
+            .iter()
+            .filter(|r| matches!(r, MerchantResponse::ItemDelivered(_)))
+            .count();
+        let double_spends = responses
+            .iter()
+            .filter(|r| {
+                **r == MerchantResponse::Refused(Refusal::DoubleSpend {
+                    scrip: held.scrip.id(),
+                })
+            })
+            .count();
+        assert_eq!(
+            (winners, double_spends),
+            (1, RACERS - 1),
+            "round {round}: {responses:?}"
+        );
+    }
+    // One payment record per round reaches the broker: the shop is paid once per round.
+    let settlement = sim.settle(tea);
+    assert_eq!(settlement.recorded, ROUNDS);
+    assert_eq!(
+        sim.balance(shop.number),
+        scrip_proto::Amount::from_minor(amount("0.002").minor() * ROUNDS as u64).unwrap()
+    );
+    sim.assert_conserved();
+}

@@ -1,0 +1,662 @@
+//! Bad input gets a typed, explained refusal and changes nothing.
+//!
+//! Each test builds a real deployment, makes one bad request and checks the
+//! exact refusal, then that the broker's, merchant's and wallet's stores are
+//! byte for byte what they were before.
+
+use scrip_core::store::{ScripState, WalletScrip};
+use scrip_core::WalletError;
+use scrip_proto::crypto::{CustomerSecret, Proved, Signed, StampingSecret};
+use scrip_proto::msg::{
+    BrokerRequest, BrokerResponse, Buy, MerchantRequest, MerchantResponse, ObtainVendorScrip,
+    Purchase,
+};
+use scrip_proto::{encode, AccountNumber, Pin, Refusal, RequestId, Scrip, ScripKind, Secret32};
+use scrip_tests::{amount, Sim};
+
+/// A customer with 10 in BrokerScrip and 0.01 in VendorScrip at "tea" (items: green 0.002, pot 0.05).
+struct World {
+    sim: Sim,
+    tea: usize,
+    news: usize,
+    wallet: usize,
+    alice: scrip_core::broker::OpenedAccount,
+}
+
+fn world() -> World {
+    let mut sim = Sim::new(7);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002"), ("pot", "0.05")], &shop);
+    let news = sim.add_merchant("news", &[("daily", "0.01")], &shop);
+    let wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    World {
+        sim,
+        tea,
+        news,
+        wallet,
+        alice,
+    }
+}
+
+impl World {
+    fn held(&mut self, kind: ScripKind) -> WalletScrip {
+        let w = &mut self.sim.wallets[self.wallet];
+        w.wallet
+            .scrip(&mut w.store)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.scrip.body.kind == kind && s.state == ScripState::Available)
+            .unwrap()
+    }
+
+    /// The state of every store, to compare before and after a refusal.
+    fn fingerprint(&mut self) -> Vec<String> {
+        let mut all = vec![self.sim.broker_store.fingerprint().unwrap()];
+        all.extend(
+            self.sim
+                .merchants
+                .iter_mut()
+                .map(|m| m.store.fingerprint().unwrap()),
+        );
+        all.extend(
+            self.sim
+                .wallets
+                .iter_mut()
+                .map(|w| w.store.fingerprint().unwrap()),
+        );
+        all
+    }
+
+    /// A Buy at `merchant` spending `scrip`, proved with `secret`.
+    fn buy_request(
+        &mut self,
+        scrip: Scrip,
+        secret: &CustomerSecret,
+        item: &str,
+        price: &str,
+    ) -> MerchantRequest {
+        let body = Buy {
+            request_id: RequestId::random(&mut self.sim.rng),
+            scrip,
+            purchase: Purchase::Item(item.into()),
+            price: amount(price),
+        };
+        MerchantRequest::Buy(Proved::prove(body, secret))
+    }
+
+    fn exchange_request(
+        &mut self,
+        scrip: Scrip,
+        secret: &CustomerSecret,
+        value: &str,
+    ) -> BrokerRequest {
+        let body = ObtainVendorScrip {
+            request_id: RequestId::random(&mut self.sim.rng),
+            scrip,
+            merchant: self.sim.merchant_id(self.tea),
+            amount: amount(value),
+            reply_key: scrip_proto::HpkePublicKey([9; 32]),
+        };
+        BrokerRequest::ObtainVendorScrip(Proved::prove(body, secret))
+    }
+
+    /// Sends `request` to the merchant, expects `expected`, and checks nothing changed.
+    fn merchant_refuses(&mut self, request: MerchantRequest, expected: Refusal) {
+        let before = self.fingerprint();
+        let tea = self.tea;
+        assert_eq!(
+            self.sim.merchant_call(tea, &request),
+            MerchantResponse::Refused(expected)
+        );
+        assert_eq!(self.fingerprint(), before, "a refusal changed state");
+    }
+
+    fn broker_refuses(&mut self, request: BrokerRequest, expected: Refusal) {
+        let before = self.fingerprint();
+        assert_eq!(
+            self.sim.broker_call(&request),
+            BrokerResponse::Refused(expected)
+        );
+        assert_eq!(self.fingerprint(), before, "a refusal changed state");
+    }
+}
+
+#[test]
+fn double_spend_at_the_merchant_is_refused() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let first = w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002");
+    assert!(matches!(
+        w.sim.merchant_call(w.tea, &first),
+        MerchantResponse::ItemDelivered(_)
+    ));
+    let again = w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002");
+    w.merchant_refuses(
+        again,
+        Refusal::DoubleSpend {
+            scrip: held.scrip.id(),
+        },
+    );
+}
+
+#[test]
+fn double_spend_at_the_broker_is_refused() {
+    let mut w = world();
+    let held = w.held(ScripKind::Broker);
+    let first = w.exchange_request(held.scrip.clone(), &held.secret, "1");
+    assert!(matches!(
+        w.sim.broker_call(&first),
+        BrokerResponse::VendorScripIssued(_)
+    ));
+    let again = w.exchange_request(held.scrip.clone(), &held.secret, "1");
+    w.broker_refuses(
+        again,
+        Refusal::DoubleSpend {
+            scrip: held.scrip.id(),
+        },
+    );
+}
+
+#[test]
+fn forged_stamp_is_refused_by_merchant_and_broker() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let forged = Scrip::mint(
+        held.scrip.body.clone(),
+        &StampingSecret(Secret32::random(&mut w.sim.rng)),
+    );
+    let request = w.buy_request(forged.clone(), &held.secret, "green", "0.002");
+    w.merchant_refuses(request, Refusal::ForgedStamp { scrip: forged.id() });
+
+    let held = w.held(ScripKind::Broker);
+    let forged = Scrip::mint(
+        held.scrip.body.clone(),
+        &StampingSecret(Secret32::random(&mut w.sim.rng)),
+    );
+    let request = w.exchange_request(forged.clone(), &held.secret, "1");
+    w.broker_refuses(request, Refusal::ForgedStamp { scrip: forged.id() });
+}
+
+#[test]
+fn tampered_value_or_expiry_breaks_the_stamp() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let mut richer = held.scrip.clone();
+    richer.body.value = amount("1000");
+    let request = w.buy_request(richer, &held.secret, "pot", "0.05");
+    w.merchant_refuses(
+        request,
+        Refusal::ForgedStamp {
+            scrip: held.scrip.id(),
+        },
+    );
+
+    let mut longer = held.scrip.clone();
+    longer.body.expiry = longer.body.expiry.plus_seconds(365 * 24 * 3600);
+    let request = w.buy_request(longer, &held.secret, "green", "0.002");
+    w.merchant_refuses(
+        request,
+        Refusal::ForgedStamp {
+            scrip: held.scrip.id(),
+        },
+    );
+
+    let held = w.held(ScripKind::Broker);
+    let mut richer = held.scrip.clone();
+    richer.body.value = amount("1000");
+    let request = w.exchange_request(richer, &held.secret, "500");
+    w.broker_refuses(
+        request,
+        Refusal::ForgedStamp {
+            scrip: held.scrip.id(),
+        },
+    );
+}
+
+#[test]
+fn vendor_scrip_is_valid_only_at_its_merchant() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let request = w.buy_request(held.scrip.clone(), &held.secret, "daily", "0.01");
+    let before = w.fingerprint();
+    let expected = Refusal::WrongIssuer {
+        scrip: held.scrip.id(),
+        expected: w.sim.merchant_id(w.news),
+        found: w.sim.merchant_id(w.tea),
+    };
+    assert_eq!(
+        w.sim.merchant_call(w.news, &request),
+        MerchantResponse::Refused(expected)
+    );
+    assert_eq!(w.fingerprint(), before);
+}
+
+#[test]
+fn broker_scrip_is_not_spendable_at_a_merchant_nor_vendor_scrip_at_the_broker() {
+    let mut w = world();
+    let held = w.held(ScripKind::Broker);
+    let request = w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002");
+    w.merchant_refuses(
+        request,
+        Refusal::WrongKind {
+            scrip: held.scrip.id(),
+            expected: ScripKind::Vendor,
+            found: ScripKind::Broker,
+        },
+    );
+    let held = w.held(ScripKind::Vendor);
+    let request = w.exchange_request(held.scrip.clone(), &held.secret, "0.001");
+    w.broker_refuses(
+        request,
+        Refusal::WrongKind {
+            scrip: held.scrip.id(),
+            expected: ScripKind::Broker,
+            found: ScripKind::Vendor,
+        },
+    );
+}
+
+#[test]
+fn wrong_currency_is_refused() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let mut dollars = held.scrip.clone();
+    dollars.body.currency = "USD".parse().unwrap();
+    let request = w.buy_request(dollars, &held.secret, "green", "0.002");
+    w.merchant_refuses(
+        request,
+        Refusal::WrongCurrency {
+            expected: "EUR".parse().unwrap(),
+            found: "USD".parse().unwrap(),
+        },
+    );
+}
+
+#[test]
+fn expired_scrip_is_refused_and_kept() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    w.sim.advance(8 * 24 * 3600);
+    let before = w.fingerprint();
+    let error = w.sim.buy_item(w.wallet, w.tea, "green").unwrap_err();
+    assert!(
+        matches!(error, WalletError::NoScrip { .. }),
+        "the wallet does not offer expired scrip: {error}"
+    );
+    let request = w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002");
+    assert_eq!(w.fingerprint(), before);
+    w.merchant_refuses(
+        request,
+        Refusal::Expired {
+            scrip: held.scrip.id(),
+            expiry: held.scrip.body.expiry,
+            now: w.sim.now,
+        },
+    );
+}
+
+#[test]
+fn value_below_price_is_refused_and_the_wallet_keeps_its_scrip() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let request = w.buy_request(held.scrip.clone(), &held.secret, "pot", "0.05");
+    w.merchant_refuses(
+        request,
+        Refusal::InsufficientValue {
+            value: amount("0.01"),
+            needed: amount("0.05"),
+        },
+    );
+    // Through the wallet: it finds no scrip worth 0.05 and says what to do.
+    let error = w.sim.buy_item(w.wallet, w.tea, "pot").unwrap_err();
+    assert!(error.to_string().contains("obtain more first"), "{error}");
+}
+
+#[test]
+fn stolen_scrip_without_its_customer_secret_is_refused() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let thief = CustomerSecret(Secret32::random(&mut w.sim.rng));
+    let request = w.buy_request(held.scrip.clone(), &thief, "green", "0.002");
+    w.merchant_refuses(
+        request,
+        Refusal::NotOwner {
+            scrip: held.scrip.id(),
+        },
+    );
+    let held = w.held(ScripKind::Broker);
+    let request = w.exchange_request(held.scrip.clone(), &thief, "1");
+    w.broker_refuses(
+        request,
+        Refusal::NotOwner {
+            scrip: held.scrip.id(),
+        },
+    );
+}
+
+#[test]
+fn wrong_pin_unknown_account_and_overdraft_are_refused() {
+    let mut w = world();
+    let wallet = w.wallet;
+    let account = w.alice.number;
+    let cases = [
+        (
+            account,
+            Pin::new("00000000").unwrap(),
+            "1",
+            Refusal::WrongPin { account },
+        ),
+        (
+            AccountNumber(111_111_111_111),
+            w.alice.pin.clone(),
+            "1",
+            Refusal::UnknownAccount {
+                account: AccountNumber(111_111_111_111),
+            },
+        ),
+        (
+            account,
+            w.alice.pin.clone(),
+            "90.01",
+            Refusal::Overdraft {
+                account,
+                balance: amount("90"),
+                requested: amount("90.01"),
+            },
+        ),
+    ];
+    for (number, pin, value, expected) in cases {
+        let before = w.fingerprint();
+        let error = w
+            .sim
+            .obtain_broker_scrip(wallet, number, &pin, value)
+            .unwrap_err();
+        assert!(
+            matches!(&error, WalletError::Refused(r) if *r == expected),
+            "{error}"
+        );
+        assert_eq!(
+            w.fingerprint(),
+            before,
+            "refused {expected:?} changed state"
+        );
+    }
+    assert_eq!(w.sim.balance(account), amount("90"));
+}
+
+#[test]
+fn another_wallet_cannot_use_an_account_bound_to_the_first() {
+    let mut w = world();
+    let intruder = w.sim.add_wallet();
+    let before = w.fingerprint();
+    let error = w
+        .sim
+        .obtain_broker_scrip(intruder, w.alice.number, &w.alice.pin.clone(), "1")
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            WalletError::Refused(Refusal::AccountKeyMismatch { .. })
+        ),
+        "{error}"
+    );
+    assert_eq!(w.fingerprint(), before);
+}
+
+#[test]
+fn malformed_and_truncated_bytes_are_refused_without_panicking() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let good = encode(&w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002"));
+    let before = w.fingerprint();
+    for cut in [0, 1, 10, good.len() / 2, good.len() - 1] {
+        assert!(
+            matches!(
+                w.sim.merchant_bytes(w.tea, &good[..cut]),
+                MerchantResponse::Refused(Refusal::Malformed(_))
+            ),
+            "cut at {cut}"
+        );
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(matches!(
+        w.sim.merchant_bytes(w.tea, &trailing),
+        MerchantResponse::Refused(Refusal::Malformed(_))
+    ));
+    for garbage in [vec![0xFF; 3], vec![7; 200], vec![]] {
+        assert!(matches!(
+            w.sim.broker_bytes(&garbage),
+            BrokerResponse::Refused(Refusal::Malformed(_))
+        ));
+    }
+    assert_eq!(w.fingerprint(), before);
+}
+
+#[test]
+fn a_retried_request_moves_value_once_and_an_altered_replay_is_refused() {
+    let mut w = world();
+    let wallet = w.wallet;
+    let tea_id = w.sim.merchant_id(w.tea);
+    let ww = &mut w.sim.wallets[wallet];
+    let purchase = ww
+        .wallet
+        .buy(
+            &mut ww.store,
+            &mut w.sim.rng,
+            w.sim.now,
+            tea_id,
+            Purchase::Item("green".into()),
+            amount("0.002"),
+        )
+        .unwrap();
+    let first = w.sim.merchant_bytes(w.tea, &purchase.buy.request);
+    let before = w.fingerprint();
+    let retry = w.sim.merchant_bytes(w.tea, &purchase.buy.request);
+    assert_eq!(retry, first, "a retry gets the same delivery and change");
+    assert_eq!(w.fingerprint(), before, "a retry moves nothing");
+
+    // Same request id, different content: refused.
+    let MerchantRequest::Buy(mut altered) =
+        scrip_proto::decode::<MerchantRequest>(&purchase.buy.request).unwrap()
+    else {
+        panic!()
+    };
+    altered.body.purchase = Purchase::Item("pot".into());
+    altered.body.price = amount("0.05");
+    let request_id = altered.body.request_id;
+    w.merchant_refuses(
+        MerchantRequest::Buy(altered),
+        Refusal::RequestIdReused {
+            request: request_id,
+        },
+    );
+
+    // At the broker: an Obtain BrokerScrip retried, then replayed with an altered amount.
+    let alice = (w.alice.number, w.alice.pin.clone());
+    let ww = &mut w.sim.wallets[wallet];
+    let pending = ww
+        .wallet
+        .obtain_broker_scrip(&mut ww.store, &mut w.sim.rng, alice.0, alice.1, amount("1"))
+        .unwrap();
+    let first = w.sim.broker_bytes(&pending.request);
+    let balance = w.sim.balance(w.alice.number);
+    assert_eq!(w.sim.broker_bytes(&pending.request), first);
+    assert_eq!(w.sim.balance(w.alice.number), balance, "debited once");
+    let BrokerRequest::ObtainBrokerScrip(mut altered) =
+        scrip_proto::decode::<BrokerRequest>(&pending.request).unwrap()
+    else {
+        panic!()
+    };
+    altered.body.reply_key = scrip_proto::HpkePublicKey([1; 32]);
+    let request_id = altered.body.request_id;
+    w.broker_refuses(
+        BrokerRequest::ObtainBrokerScrip(altered),
+        Refusal::RequestIdReused {
+            request: request_id,
+        },
+    );
+}
+
+#[test]
+fn a_bad_signature_or_a_lifted_envelope_is_refused() {
+    let mut w = world();
+    let wallet = w.wallet;
+    let alice = (w.alice.number, w.alice.pin.clone());
+    let ww = &mut w.sim.wallets[wallet];
+    let pending = ww
+        .wallet
+        .obtain_broker_scrip(&mut ww.store, &mut w.sim.rng, alice.0, alice.1, amount("1"))
+        .unwrap();
+    let BrokerRequest::ObtainBrokerScrip(signed) =
+        scrip_proto::decode::<BrokerRequest>(&pending.request).unwrap()
+    else {
+        panic!()
+    };
+
+    let mut bad_signature = signed.clone();
+    bad_signature.signature.0[0] ^= 1;
+    w.broker_refuses(
+        BrokerRequest::ObtainBrokerScrip(bad_signature),
+        Refusal::BadSignature {
+            what: "scrip/v1/obtain-broker-scrip".into(),
+        },
+    );
+
+    // An eavesdropper lifts the sealed PIN into its own, validly signed request.
+    let thief = scrip_proto::crypto::SigningKey::from_secret(&Secret32::random(&mut w.sim.rng));
+    let mut lifted = signed.body.clone();
+    lifted.request_id = RequestId::random(&mut w.sim.rng);
+    lifted.account_key = thief.public_key();
+    w.broker_refuses(
+        BrokerRequest::ObtainBrokerScrip(Signed::sign(lifted, &thief)),
+        Refusal::CannotOpenEnvelope,
+    );
+}
+
+#[test]
+fn unknown_item_wrong_price_and_unknown_merchant_are_refused() {
+    let mut w = world();
+    let held = w.held(ScripKind::Vendor);
+    let request = w.buy_request(held.scrip.clone(), &held.secret, "coffee", "0.002");
+    w.merchant_refuses(
+        request,
+        Refusal::UnknownItem {
+            item: "coffee".into(),
+        },
+    );
+    let request = w.buy_request(held.scrip.clone(), &held.secret, "green", "0.001");
+    w.merchant_refuses(
+        request,
+        Refusal::PriceMismatch {
+            item: "green".into(),
+            price: amount("0.002"),
+            offered: amount("0.001"),
+        },
+    );
+
+    let held = w.held(ScripKind::Broker);
+    let BrokerRequest::ObtainVendorScrip(mut request) =
+        w.exchange_request(held.scrip.clone(), &held.secret, "1")
+    else {
+        panic!()
+    };
+    let stranger = scrip_proto::PublicKey([5; 32]);
+    request.body.merchant = stranger;
+    let request = Proved::prove(request.body, &held.secret);
+    w.broker_refuses(
+        BrokerRequest::ObtainVendorScrip(request),
+        Refusal::UnknownMerchant { merchant: stranger },
+    );
+}
+
+#[test]
+fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice() {
+    let mut w = world();
+    w.sim.buy_item(w.wallet, w.tea, "green").unwrap();
+    let tea = w.tea;
+    let m = &mut w.sim.merchants[tea];
+    let batch = m
+        .merchant
+        .poll_payment_records(&mut m.store, 10)
+        .unwrap()
+        .unwrap();
+    let first = w.sim.broker_call(&batch);
+    let BrokerResponse::PaymentRecordsAck(ack) = &first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        ack.body.outcomes[0].1,
+        scrip_proto::msg::RecordOutcome::Credited(amount("0.002"))
+    );
+    let shop_balance = w
+        .sim
+        .broker
+        .accounts(&mut w.sim.broker_store)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "shop")
+        .unwrap()
+        .balance;
+    assert_eq!(shop_balance, amount("0.002"));
+
+    // The same batch again: recorded before, credited once.
+    let BrokerResponse::PaymentRecordsAck(again) = w.sim.broker_call(&batch) else {
+        panic!()
+    };
+    assert_eq!(
+        again.body.outcomes[0].1,
+        scrip_proto::msg::RecordOutcome::AlreadyRecorded
+    );
+
+    // A record the customer never proved: refused, nothing credited.
+    let BrokerRequest::PaymentRecords(signed) = &batch else {
+        panic!()
+    };
+    let mut forged = signed.body.clone();
+    let held = w.held(ScripKind::Vendor);
+    forged.records[0].buy = Proved::prove(
+        Buy {
+            request_id: RequestId::random(&mut w.sim.rng),
+            scrip: held.scrip.clone(),
+            purchase: Purchase::Item("pot".into()),
+            price: held.scrip.value(),
+        },
+        &CustomerSecret(Secret32::random(&mut w.sim.rng)),
+    );
+    forged.records[0].change = None;
+    let merchant_keys = scrip_core::MerchantKeys::from_seed(&w.sim.merchants[tea].seed);
+    let forged_request =
+        BrokerRequest::PaymentRecords(Signed::sign(forged.clone(), &merchant_keys.signing));
+    let BrokerResponse::PaymentRecordsAck(ack) = w.sim.broker_call(&forged_request) else {
+        panic!()
+    };
+    assert_eq!(
+        ack.body.outcomes[0].1,
+        scrip_proto::msg::RecordOutcome::Refused(Refusal::NotOwner {
+            scrip: held.scrip.id()
+        })
+    );
+
+    // Signed by anyone but the merchant: the whole batch is refused.
+    let stranger = scrip_proto::crypto::SigningKey::from_secret(&Secret32::from_bytes([0; 32]));
+    let forged_request = BrokerRequest::PaymentRecords(Signed::sign(forged, &stranger));
+    assert!(matches!(
+        w.sim.broker_call(&forged_request),
+        BrokerResponse::Refused(Refusal::BadSignature { .. })
+    ));
+    let shop = w
+        .sim
+        .broker
+        .accounts(&mut w.sim.broker_store)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "shop")
+        .unwrap();
+    assert_eq!(shop.balance, shop_balance, "credited exactly once");
+    w.sim.assert_conserved();
+}
