@@ -142,6 +142,11 @@ impl Broker {
         &self.config
     }
 
+    /// The broker's identity key; the node gives libp2p the same identity.
+    pub fn signing_key(&self) -> &scrip_proto::crypto::SigningKey {
+        &self.keys.signing
+    }
+
     // ---- Operator commands ------------------------------------------------
 
     /// Opens a customer account with a random number and PIN.

@@ -99,6 +99,12 @@ impl Merchant {
         &self.config.name
     }
 
+    /// The merchant's identity key; the node gives libp2p the same identity,
+    /// so the merchant's peer id names its merchant id.
+    pub fn signing_key(&self) -> &scrip_proto::crypto::SigningKey {
+        &self.keys.signing
+    }
+
     /// The request that registers this merchant at the broker: name, and the
     /// account and licence sealed to the broker.
     pub fn registration_request(

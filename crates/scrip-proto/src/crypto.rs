@@ -128,6 +128,11 @@ impl SigningKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }
 
+    /// The 32-byte Ed25519 secret, to give the same identity to libp2p.
+    pub fn secret(&self) -> Secret32 {
+        Secret32::from_bytes(self.0.to_bytes())
+    }
+
     pub fn sign<T: Labelled>(&self, body: &T) -> Signature {
         Signature(self.0.sign(&labelled_bytes(body)).to_bytes())
     }

@@ -368,3 +368,15 @@ pub enum MerchantResponse {
     Catalog(CatalogListing),
     Refused(Refusal),
 }
+
+// ---- Directory ----------------------------------------------------------
+
+/// A registered merchant, as the broker lists it to customers.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct MerchantEntry {
+    pub merchant: MerchantId,
+    pub name: String,
+}
+
+/// The broker's answer to a directory request.
+pub type MerchantDirectory = Result<Vec<MerchantEntry>, Refusal>;

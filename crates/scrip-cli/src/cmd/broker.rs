@@ -1,0 +1,175 @@
+//! `scrip broker …`: set up, run and administer a broker.
+
+use std::path::Path;
+
+use libp2p::Multiaddr;
+use scrip_core::ledger::LedgerAccount;
+use scrip_core::{Broker, BrokerConfig, BrokerKeys};
+use scrip_node::broker::BrokerNode;
+use scrip_proto::{AccountNumber, Amount, Currency};
+use scrip_store_sqlite::SqliteBrokerStore;
+use serde_json::json;
+
+use crate::dirs::{self, BrokerDir, BrokerFile};
+use crate::output::{CliError, Report};
+
+pub fn init(dir: &Path, currency: &str) -> Result<Report, CliError> {
+    let currency: Currency = currency.parse().map_err(CliError::local)?;
+    let layout = BrokerDir(dir.to_owned());
+    dirs::create(dir, &layout.seed(), "broker")?;
+    let seed = dirs::write_seed(&layout.seed())?;
+    dirs::write_toml(
+        &layout.config(),
+        &BrokerFile {
+            currency: currency.to_string(),
+        },
+    )?;
+    SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
+    let peer = scrip_node::keypair(&BrokerKeys::from_seed(&seed).signing)
+        .public()
+        .to_peer_id();
+    Ok(Report::new(
+        "broker-initialised",
+        format!("broker initialised in {} (currency {currency}, peer id {peer})\nnext: scrip broker run {}", dir.display(), dir.display()),
+        json!({ "dir": dir, "currency": currency.to_string(), "peer_id": peer.to_string() }),
+    ))
+}
+
+/// The broker of a directory, with its store.
+pub fn load(dir: &Path) -> Result<(Broker, SqliteBrokerStore, BrokerDir), CliError> {
+    let layout = BrokerDir(dir.to_owned());
+    let file: BrokerFile = dirs::read_toml(&layout.config())?;
+    let currency: Currency = file.currency.parse().map_err(CliError::local)?;
+    let broker = Broker::new(
+        BrokerKeys::from_seed(&dirs::read_seed(&layout.seed())?),
+        BrokerConfig::new(currency),
+    );
+    let store = SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
+    Ok((broker, store, layout))
+}
+
+pub async fn run(dir: &Path, listen: Multiaddr, json: bool) -> Result<(), CliError> {
+    let (broker, store, layout) = load(dir)?;
+    drop(store);
+    let node = BrokerNode::start(broker, &layout.database(), vec![listen])
+        .await
+        .map_err(|e| {
+            CliError::local(e).with_hint(
+                "is another broker listening on that address? choose another with --listen",
+            )
+        })?;
+    for address in node.node.listen_addresses() {
+        Report::new(
+            "broker-listening",
+            format!("broker listening on {address}"),
+            json!({ "address": address.to_string() }),
+        )
+        .print(json);
+    }
+    super::shutdown_signal().await;
+    // Every answered request was committed before its answer left; nothing is left to flush.
+    node.node.shutdown().await;
+    Ok(())
+}
+
+pub fn open_account(dir: &Path, name: &str) -> Result<Report, CliError> {
+    let (broker, mut store, _) = load(dir)?;
+    let opened =
+        broker.open_account(&mut store, scrip_node::now(), &mut rand::rngs::OsRng, name)?;
+    Ok(Report::new(
+        "account-opened",
+        format!("account {} opened for {name}\nPIN {} (shown once: give it to the account holder, it is stored only as a hash)", opened.number, opened.pin.expose()),
+        json!({ "account": opened.number.to_string(), "name": name, "pin": opened.pin.expose() }),
+    ))
+}
+
+pub fn deposit(dir: &Path, account: AccountNumber, amount: Amount) -> Result<Report, CliError> {
+    let (broker, mut store, _) = load(dir)?;
+    let balance = broker.deposit(&mut store, scrip_node::now(), account, amount)?;
+    Ok(balance_report(
+        "deposit",
+        account,
+        amount,
+        balance,
+        broker.config().currency,
+    ))
+}
+
+pub fn withdraw(dir: &Path, account: AccountNumber, amount: Amount) -> Result<Report, CliError> {
+    let (broker, mut store, _) = load(dir)?;
+    let balance = broker.withdraw(&mut store, scrip_node::now(), account, amount)?;
+    Ok(balance_report(
+        "withdrawal",
+        account,
+        amount,
+        balance,
+        broker.config().currency,
+    ))
+}
+
+fn balance_report(
+    kind: &'static str,
+    account: AccountNumber,
+    amount: Amount,
+    balance: Amount,
+    currency: Currency,
+) -> Report {
+    Report::new(
+        kind,
+        format!("{kind} of {amount} {currency} to account {account}; balance {balance} {currency}"),
+        json!({ "account": account.to_string(), "amount": amount.to_string(), "balance": balance.to_string(), "currency": currency.to_string() }),
+    )
+}
+
+pub fn accounts(dir: &Path) -> Result<Report, CliError> {
+    let (broker, mut store, _) = load(dir)?;
+    let currency = broker.config().currency;
+    let accounts = broker.accounts(&mut store)?;
+    let ledger = broker.ledger(&mut store)?;
+    let total = |wanted: fn(&LedgerAccount) -> bool| -> i64 {
+        ledger
+            .iter()
+            .filter(|(a, _)| wanted(a))
+            .map(|(_, b)| *b)
+            .sum()
+    };
+    let shown = |minor: i64| {
+        Amount::from_minor(minor.unsigned_abs())
+            .map(|a| {
+                if minor < 0 {
+                    format!("-{a}")
+                } else {
+                    a.to_string()
+                }
+            })
+            .unwrap_or_default()
+    };
+    let deposits = shown(-total(|a| *a == LedgerAccount::MoneyIn));
+    let withdrawals = shown(total(|a| *a == LedgerAccount::MoneyOut));
+    let broker_scrip = shown(total(|a| *a == LedgerAccount::OutstandingBrokerScrip));
+    let vendor_scrip = shown(total(|a| {
+        matches!(a, LedgerAccount::OutstandingVendorScrip(_))
+    }));
+    let mut text = format!(
+        "{:<14} {:<24} {:>16}  merchant\n",
+        "account",
+        "name",
+        format!("balance {currency}")
+    );
+    for a in &accounts {
+        text.push_str(&format!(
+            "{:<14} {:<24} {:>16}  {}\n",
+            a.number.to_string(),
+            a.name,
+            a.balance.to_string(),
+            a.merchants.join(", ")
+        ));
+    }
+    text.push_str(&format!("deposited {deposits}, withdrawn {withdrawals}, outstanding BrokerScrip {broker_scrip}, outstanding VendorScrip {vendor_scrip}"));
+    let rows: Vec<_> = accounts.iter().map(|a| json!({ "account": a.number.to_string(), "name": a.name, "balance": a.balance.to_string(), "merchants": a.merchants })).collect();
+    Ok(Report::new(
+        "accounts",
+        text,
+        json!({ "currency": currency.to_string(), "accounts": rows, "deposited": deposits, "withdrawn": withdrawals, "outstanding_broker_scrip": broker_scrip, "outstanding_vendor_scrip": vendor_scrip }),
+    ))
+}

@@ -1,0 +1,5 @@
+//! `scrip demo`: placeholder replaced below.
+use crate::output::CliError;
+pub async fn run() -> Result<(), CliError> {
+    Err(CliError::local("not yet"))
+}

@@ -1,0 +1,135 @@
+//! The files of a broker directory and of a peer directory.
+//!
+//! ```text
+//! broker DIR/  broker.toml  broker.seed (owner-only)  broker.db
+//! peer DIR/    peer.toml    peer.seed (owner-only)    wallet.db  merchant.db
+//! ```
+//!
+//! A seed is the 32-byte root of every key of its role; it is written once,
+//! owner-only, and never printed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use scrip_proto::Secret32;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use crate::output::CliError;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BrokerFile {
+    pub currency: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerFile {
+    /// The broker's full address, ending in /p2p/<peer id>.
+    pub broker: String,
+}
+
+pub struct BrokerDir(pub PathBuf);
+pub struct PeerDir(pub PathBuf);
+
+impl BrokerDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("broker.toml")
+    }
+    pub fn seed(&self) -> PathBuf {
+        self.0.join("broker.seed")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.0.join("broker.db")
+    }
+}
+
+impl PeerDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("peer.toml")
+    }
+    pub fn seed(&self) -> PathBuf {
+        self.0.join("peer.seed")
+    }
+    pub fn wallet(&self) -> PathBuf {
+        self.0.join("wallet.db")
+    }
+    pub fn merchant(&self) -> PathBuf {
+        self.0.join("merchant.db")
+    }
+}
+
+/// Creates `dir` (owner-only) for a new role, refusing one already set up.
+pub fn create(dir: &Path, marker: &Path, what: &str) -> Result<(), CliError> {
+    if marker.exists() {
+        return Err(
+            CliError::local(format!("{} is already a {what} directory", dir.display()))
+                .with_hint("choose a new directory, or use the existing one"),
+        );
+    }
+    fs::create_dir_all(dir)
+        .map_err(|e| CliError::local(format!("cannot create {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| CliError::local(format!("cannot protect {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Writes a fresh random seed, readable by the owner only.
+pub fn write_seed(path: &Path) -> Result<Secret32, CliError> {
+    let seed = Secret32::random(&mut rand::rngs::OsRng);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| CliError::local(format!("cannot create {}: {e}", path.display())))?;
+    let mut text = hex::encode(seed.expose());
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|_| file.sync_all());
+    text.zeroize();
+    written.map_err(|e| CliError::local(format!("cannot write {}: {e}", path.display())))?;
+    Ok(seed)
+}
+
+pub fn read_seed(path: &Path) -> Result<Secret32, CliError> {
+    let mut text = fs::read_to_string(path).map_err(|e| {
+        CliError::local(format!("cannot read {}: {e}", path.display())).with_hint(
+            "is this directory initialised? run `scrip broker init` or `scrip peer init` first",
+        )
+    })?;
+    let mut bytes = [0u8; 32];
+    let decoded = hex::decode_to_slice(text.trim(), &mut bytes);
+    text.zeroize();
+    decoded.map_err(|_| {
+        CliError::local(format!(
+            "{} is damaged: it does not hold a 32-byte seed",
+            path.display()
+        ))
+    })?;
+    Ok(Secret32::from_bytes(bytes))
+}
+
+pub fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, CliError> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        CliError::local(format!("cannot read {}: {e}", path.display())).with_hint(
+            "is this directory initialised? run `scrip broker init` or `scrip peer init` first",
+        )
+    })?;
+    toml::from_str(&text)
+        .map_err(|e| CliError::local(format!("{} is not valid: {e}", path.display())))
+}
+
+pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
+    let text = toml::to_string(value).map_err(|e| CliError::local(e.to_string()))?;
+    fs::write(path, text)
+        .map_err(|e| CliError::local(format!("cannot write {}: {e}", path.display())))
+}

@@ -1,0 +1,321 @@
+//! The customer's side: a wallet that talks to the broker and to merchants
+//! from an ephemeral peer identity, never its account key, so a merchant
+//! cannot link purchases to an account or to each other by peer id.
+
+use std::collections::HashMap;
+
+use libp2p::{identity, Multiaddr, PeerId};
+use scrip_core::store::{Destination, PendingRequest};
+use scrip_core::wallet::{BrokerOutcome, Delivered};
+use scrip_core::{Wallet, WalletError, WalletKeys};
+use scrip_proto::msg::{
+    CatalogListing, MerchantEntry, MerchantRequest, MerchantResponse, Purchase,
+};
+use scrip_proto::{
+    decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, Scrip, ScripKind,
+};
+use scrip_store_sqlite::SqliteWalletStore;
+
+use crate::link::{call_with_retry, BrokerLink};
+use crate::node::{Node, NodeConfig};
+use crate::{now, peer_id, protocol, NetError};
+
+/// Why a customer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomerError {
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error("{0}; the outcome is unknown and the request is kept: run the command again to retry it safely")]
+    Net(#[from] NetError),
+    #[error(
+        "no merchant {0:?} is registered at the broker; `scrip wallet DIR merchants` lists them"
+    )]
+    UnknownMerchant(String),
+    #[error("merchant {0} is registered but not reachable now: it has no address at the rendezvous point")]
+    Unreachable(String),
+    #[error(
+        "the merchant sells no item {0:?}; `scrip wallet DIR catalog MERCHANT` lists what it sells"
+    )]
+    NotForSale(String),
+}
+
+impl CustomerError {
+    /// The refusal behind this error, if a peer refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            CustomerError::Wallet(WalletError::Refused(refusal)) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// True when the outcome is unknown (a network failure or an unavailable peer).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, CustomerError::Net(_)) || self.refusal().is_some_and(|r| !r.definitive())
+    }
+}
+
+/// A wallet on the network.
+pub struct Customer {
+    link: BrokerLink,
+    wallet: Wallet,
+    store: SqliteWalletStore,
+    /// Merchants' addresses found at the rendezvous point, by peer id.
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    _driver: tokio::task::JoinHandle<()>,
+}
+
+impl Customer {
+    /// Starts an ephemeral node, connects to the broker and resends any
+    /// request a previous run left pending.
+    pub async fn connect(
+        broker: Multiaddr,
+        keys: WalletKeys,
+        store: SqliteWalletStore,
+    ) -> Result<Customer, CustomerError> {
+        let mut config = NodeConfig::new(identity::Keypair::generate_ed25519());
+        config.call = protocol::BROKER_PROTOCOLS
+            .iter()
+            .chain(protocol::MERCHANT_PROTOCOLS.iter())
+            .cloned()
+            .collect();
+        config.rendezvous_client = true;
+        let (node, driver) = Node::start(config, None).await?;
+        let link = BrokerLink::connect(node, broker).await?;
+        let wallet = Wallet::new(keys, link.info().clone());
+        let mut customer = Customer {
+            link,
+            wallet,
+            store,
+            addresses: HashMap::new(),
+            _driver: driver,
+        };
+        customer.recover().await;
+        Ok(customer)
+    }
+
+    pub fn wallet(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    /// What the wallet holds, by kind and merchant.
+    pub fn balances(&mut self) -> Result<scrip_core::wallet::Balances, WalletError> {
+        self.wallet.balances(&mut self.store)
+    }
+
+    /// Resends every pending request, broker requests first (an intent before its buy).
+    pub async fn recover(&mut self) {
+        let Ok(mut pending) = self.wallet.pending(&mut self.store) else {
+            return;
+        };
+        pending.sort_by_key(|p| !matches!(p.destination, Destination::Broker));
+        for request in pending {
+            tracing::info!(request = %request.request_id, "resending a request left pending");
+            if let Err(error) = self.send(&request).await {
+                tracing::warn!(%error, request = %request.request_id, "pending request not settled");
+            }
+        }
+    }
+
+    /// Step 1: Obtain BrokerScrip with a macro-payment from the account.
+    pub async fn obtain_broker_scrip(
+        &mut self,
+        account: AccountNumber,
+        pin: Pin,
+        amount: Amount,
+    ) -> Result<Vec<Scrip>, CustomerError> {
+        let pending = self.wallet.obtain_broker_scrip(
+            &mut self.store,
+            &mut rand::rngs::OsRng,
+            account,
+            pin,
+            amount,
+        )?;
+        self.send_to_broker(&pending).await
+    }
+
+    /// Step 2: Obtain VendorScrip of `merchant` for BrokerScrip.
+    pub async fn obtain_vendor_scrip(
+        &mut self,
+        merchant: MerchantId,
+        amount: Amount,
+    ) -> Result<Vec<Scrip>, CustomerError> {
+        let pending = self.wallet.obtain_vendor_scrip(
+            &mut self.store,
+            &mut rand::rngs::OsRng,
+            now(),
+            merchant,
+            amount,
+        )?;
+        self.send_to_broker(&pending).await
+    }
+
+    /// The merchants registered at the broker.
+    pub async fn merchants(&self) -> Result<Vec<MerchantEntry>, CustomerError> {
+        self.link
+            .directory()
+            .await?
+            .map_err(|refusal| CustomerError::Wallet(WalletError::Refused(refusal)))
+    }
+
+    /// Finds a merchant by registered name, peer id or merchant id.
+    pub async fn resolve(&self, name_or_id: &str) -> Result<MerchantEntry, CustomerError> {
+        self.merchants()
+            .await?
+            .into_iter()
+            .find(|m| {
+                m.name == name_or_id
+                    || m.merchant.to_string() == name_or_id
+                    || peer_id(&m.merchant).is_some_and(|p| p.to_string() == name_or_id)
+            })
+            .ok_or_else(|| CustomerError::UnknownMerchant(name_or_id.to_owned()))
+    }
+
+    /// The merchant's catalog, asked of the merchant itself.
+    pub async fn catalog(&mut self, merchant: MerchantId) -> Result<CatalogListing, CustomerError> {
+        match self
+            .merchant_call(merchant, &encode(&MerchantRequest::Catalog))
+            .await?
+        {
+            MerchantResponse::Catalog(listing) if listing.merchant == merchant => Ok(listing),
+            MerchantResponse::Refused(refusal) => Err(WalletError::Refused(refusal).into()),
+            _ => Err(NetError::BadAnswer(
+                "the merchant answered a catalog request with something else".into(),
+            )
+            .into()),
+        }
+    }
+
+    /// Step 3, Buy item: obtains VendorScrip first if the wallet holds too
+    /// little for this merchant (`top_up`, or ten times the price as far as
+    /// the largest BrokerScrip allows), announces the payment to the broker,
+    /// then pays the merchant and keeps the change.
+    pub async fn buy(
+        &mut self,
+        merchant: MerchantId,
+        item: &str,
+        top_up: Option<Amount>,
+    ) -> Result<Delivered, CustomerError> {
+        let catalog = self.catalog(merchant).await?;
+        let price = catalog
+            .items
+            .iter()
+            .find(|i| i.id == item)
+            .map(|i| i.price)
+            .ok_or_else(|| CustomerError::NotForSale(item.to_owned()))?;
+        let purchase = match self.wallet.buy(
+            &mut self.store,
+            &mut rand::rngs::OsRng,
+            now(),
+            merchant,
+            Purchase::Item(item.to_owned()),
+            price,
+        ) {
+            Ok(purchase) => purchase,
+            Err(WalletError::NoScrip { .. }) => {
+                let amount = top_up.unwrap_or_else(|| self.default_top_up(price));
+                self.obtain_vendor_scrip(merchant, amount.max(price))
+                    .await?;
+                self.wallet.buy(
+                    &mut self.store,
+                    &mut rand::rngs::OsRng,
+                    now(),
+                    merchant,
+                    Purchase::Item(item.to_owned()),
+                    price,
+                )?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if let Err(error) = self.send_to_broker(&purchase.intent).await {
+            if error.refusal().is_some_and(Refusal::definitive) {
+                self.wallet
+                    .cancel_unsent(&mut self.store, purchase.buy.request_id)?;
+            }
+            return Err(error);
+        }
+        self.send_to_merchant(&purchase.buy, merchant).await
+    }
+
+    fn default_top_up(&mut self, price: Amount) -> Amount {
+        let largest = self
+            .wallet
+            .scrip(&mut self.store)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.scrip.body.kind == ScripKind::Broker)
+            .map(|s| s.scrip.value())
+            .max()
+            .unwrap_or(Amount::ZERO);
+        let ten_times = Amount::from_minor(price.minor().saturating_mul(10)).unwrap_or(Amount::MAX);
+        ten_times.min(largest).max(price)
+    }
+
+    async fn send(&mut self, pending: &PendingRequest) -> Result<(), CustomerError> {
+        match pending.destination {
+            Destination::Broker => self.send_to_broker(pending).await.map(drop),
+            Destination::Merchant(merchant) => {
+                self.send_to_merchant(pending, merchant).await.map(drop)
+            }
+        }
+    }
+
+    async fn send_to_broker(
+        &mut self,
+        pending: &PendingRequest,
+    ) -> Result<Vec<Scrip>, CustomerError> {
+        let response = self.link.call_bytes(&pending.request).await?;
+        match self
+            .wallet
+            .handle_broker_response(&mut self.store, pending.request_id, &response)?
+        {
+            BrokerOutcome::Scrip(scrip) => Ok(scrip),
+            BrokerOutcome::IntentRecorded => Ok(Vec::new()),
+        }
+    }
+
+    async fn send_to_merchant(
+        &mut self,
+        pending: &PendingRequest,
+        merchant: MerchantId,
+    ) -> Result<Delivered, CustomerError> {
+        let response = self.merchant_call(merchant, &pending.request).await?;
+        Ok(self
+            .wallet
+            .handle_merchant_response(&mut self.store, pending.request_id, &response)?)
+    }
+
+    async fn merchant_call(
+        &mut self,
+        merchant: MerchantId,
+        request: &[u8],
+    ) -> Result<MerchantResponse, CustomerError> {
+        let peer = peer_id(&merchant)
+            .ok_or_else(|| CustomerError::UnknownMerchant(merchant.to_string()))?;
+        let addresses = self.locate(peer).await?;
+        let decoded: MerchantRequest =
+            decode(request).map_err(|e| NetError::BadAnswer(e.to_string()))?;
+        let bytes = call_with_retry(
+            self.link.node(),
+            peer,
+            &addresses,
+            protocol::for_merchant_request(&decoded),
+            request,
+        )
+        .await?;
+        Ok(decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))?)
+    }
+
+    /// The merchant's addresses, from the broker's rendezvous point.
+    async fn locate(&mut self, peer: PeerId) -> Result<Vec<Multiaddr>, CustomerError> {
+        if let Some(addresses) = self.addresses.get(&peer) {
+            return Ok(addresses.clone());
+        }
+        for found in self.link.discover_merchants().await? {
+            self.addresses.insert(found.peer, found.addresses);
+        }
+        self.addresses
+            .get(&peer)
+            .cloned()
+            .ok_or_else(|| CustomerError::Unreachable(peer.to_string()))
+    }
+}

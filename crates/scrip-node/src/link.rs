@@ -1,0 +1,155 @@
+//! A peer's link to the broker: requests with retries, the broker's info and directory.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use scrip_proto::msg::{
+    BrokerInfo, BrokerRequest, BrokerResponse, MerchantDirectory, MerchantEntry,
+};
+use scrip_proto::{decode, encode, Refusal};
+
+use crate::node::{Discovered, Node};
+use crate::{peer_of, protocol, public_key, NetError};
+
+/// How often a request is tried before its outcome is reported unknown.
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Sends `request` until an answer arrives, with exponential backoff between
+/// attempts. Safe because every retry carries the same bytes, so the same
+/// request id: the peer answers a retry from its stored response.
+pub async fn call_with_retry(
+    node: &Node,
+    peer: PeerId,
+    addresses: &[Multiaddr],
+    protocol: StreamProtocol,
+    request: &[u8],
+) -> Result<Vec<u8>, NetError> {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match node
+            .request(peer, addresses.to_vec(), protocol.clone(), request.to_vec())
+            .await
+        {
+            Ok(response) => return Ok(response),
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::debug!(%peer, %error, attempt, "request failed; retrying with the same request id");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A verified connection to the broker.
+#[derive(Clone)]
+pub struct BrokerLink {
+    node: Node,
+    broker: PeerId,
+    address: Multiaddr,
+    info: BrokerInfo,
+}
+
+impl BrokerLink {
+    /// Fetches the broker's info and checks that the broker signs with the key its peer id names.
+    pub async fn connect(node: Node, address: Multiaddr) -> Result<BrokerLink, NetError> {
+        let broker = peer_of(&address)?;
+        let bytes = call_with_retry(
+            &node,
+            broker,
+            std::slice::from_ref(&address),
+            protocol::INFO,
+            &[],
+        )
+        .await?;
+        let info: BrokerInfo = decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))?;
+        if public_key(&broker) != Some(info.broker) {
+            return Err(NetError::BadAnswer(format!(
+                "the broker at {address} presents key {} that is not its peer id",
+                info.broker
+            )));
+        }
+        Ok(BrokerLink {
+            node,
+            broker,
+            address,
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &BrokerInfo {
+        &self.info
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Sends canonical request bytes and decodes the answer. A
+    /// [`Refusal::Unavailable`] answer is retried like a lost connection.
+    pub async fn call_bytes(&self, request: &[u8]) -> Result<BrokerResponse, NetError> {
+        let decoded: BrokerRequest = decode(request)
+            .map_err(|e| NetError::BadAnswer(format!("not a broker request: {e}")))?;
+        let protocol = protocol::for_broker_request(&decoded);
+        let mut attempt = 1;
+        loop {
+            let bytes = call_with_retry(
+                &self.node,
+                self.broker,
+                std::slice::from_ref(&self.address),
+                protocol.clone(),
+                request,
+            )
+            .await?;
+            let response: BrokerResponse =
+                decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))?;
+            if response != BrokerResponse::Refused(Refusal::Unavailable) || attempt == ATTEMPTS {
+                return Ok(response);
+            }
+            tokio::time::sleep(FIRST_BACKOFF * attempt).await;
+            attempt += 1;
+        }
+    }
+
+    pub async fn call(&self, request: &BrokerRequest) -> Result<BrokerResponse, NetError> {
+        self.call_bytes(&encode(request)).await
+    }
+
+    /// The registered merchants.
+    pub async fn directory(&self) -> Result<Result<Vec<MerchantEntry>, Refusal>, NetError> {
+        let bytes = call_with_retry(
+            &self.node,
+            self.broker,
+            std::slice::from_ref(&self.address),
+            protocol::MERCHANTS,
+            &[],
+        )
+        .await?;
+        decode::<MerchantDirectory>(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))
+    }
+
+    /// Registers this node at the broker's rendezvous point as a merchant.
+    pub async fn register_as_merchant(&self) -> Result<(), NetError> {
+        self.node
+            .register(
+                self.broker,
+                self.address.clone(),
+                protocol::MERCHANT_NAMESPACE,
+            )
+            .await
+    }
+
+    /// The merchants registered at the rendezvous point, with their addresses.
+    pub async fn discover_merchants(&self) -> Result<Vec<Discovered>, NetError> {
+        self.node
+            .discover(
+                self.broker,
+                self.address.clone(),
+                protocol::MERCHANT_NAMESPACE,
+            )
+            .await
+    }
+}

@@ -1,0 +1,221 @@
+//! A merchant's node: serves Buy item and the catalog, registers at the broker,
+//! and forwards payment records to it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use scrip_core::merchant::Settlement;
+use scrip_core::{CatalogItem, Merchant, MerchantConfig, MerchantKeys};
+use scrip_proto::msg::{BrokerResponse, MerchantRequest, MerchantResponse};
+use scrip_proto::{decode, encode, AccountNumber, Pin, Refusal, RequestId};
+use scrip_store_sqlite::SqliteMerchantStore;
+
+use crate::link::BrokerLink;
+use crate::node::{Handler, Inbound, Node, NodeConfig};
+use crate::{keypair, now, protocol, NetError};
+
+/// How many payment records travel in one batch.
+const RECORDS_PER_BATCH: usize = 256;
+/// How often queued payment records are forwarded.
+const FORWARD_EVERY: Duration = Duration::from_millis(200);
+/// How often the rendezvous registration is renewed (its default lifetime is two hours).
+const RENEW_REGISTRATION_EVERY: Duration = Duration::from_secs(30 * 60);
+
+/// Why a merchant could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MerchantStartError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("cannot open the merchant's store: {0}")]
+    Store(String),
+    #[error("the broker refused the registration: {0}")]
+    Refused(Refusal),
+}
+
+/// The merchant and its store, shared by the request handlers.
+pub struct MerchantService {
+    merchant: Merchant,
+    store: Mutex<SqliteMerchantStore>,
+}
+
+impl MerchantService {
+    pub fn merchant(&self) -> &Merchant {
+        &self.merchant
+    }
+
+    /// Answers one inbound request: validates locally, no call to the broker.
+    pub fn handle(&self, inbound: Inbound) -> Vec<u8> {
+        let mut store = self
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let response = match decode::<MerchantRequest>(&inbound.request) {
+            Ok(request) if protocol::for_merchant_request(&request) == inbound.protocol => self
+                .merchant
+                .handle(&mut *store, now(), &mut rand::rngs::OsRng, &request),
+            Ok(request) => MerchantResponse::Refused(Refusal::invalid_request(format!(
+                "a {} request does not belong on {}",
+                protocol::for_merchant_request(&request),
+                inbound.protocol
+            ))),
+            Err(error) => MerchantResponse::Refused(error.into()),
+        };
+        encode(&response)
+    }
+
+    /// Sends every queued payment record to the broker, batch by batch.
+    pub async fn forward_payment_records(&self, link: &BrokerLink) -> Result<Settlement, NetError> {
+        let mut total = Settlement::default();
+        loop {
+            let batch = {
+                let mut store = self
+                    .store
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                self.merchant
+                    .poll_payment_records(&mut *store, RECORDS_PER_BATCH)
+            };
+            let batch = match batch {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return Ok(total),
+                Err(refusal) => return Err(NetError::Request(refusal.to_string())),
+            };
+            let response = link.call(&batch).await?;
+            let mut store = self
+                .store
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match self
+                .merchant
+                .handle_payment_records_ack(&mut *store, &response)
+            {
+                Ok(settlement) => {
+                    total.recorded += settlement.recorded;
+                    total.credited = total
+                        .credited
+                        .checked_add(settlement.credited)
+                        .unwrap_or(total.credited);
+                    total.refused.extend(settlement.refused);
+                }
+                // The records stay queued and go again on the next round.
+                Err(refusal) => {
+                    return Err(NetError::Request(format!(
+                        "the broker did not take the payment records: {refusal}"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// A running merchant node.
+pub struct MerchantNode {
+    pub node: Node,
+    pub service: Arc<MerchantService>,
+    pub link: BrokerLink,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a merchant needs to start selling.
+pub struct MerchantSetup {
+    pub keys: MerchantKeys,
+    pub config: MerchantConfig,
+    pub catalog: Vec<CatalogItem>,
+    /// The account its sales are credited to, and the account's PIN (used once, to register).
+    pub account: AccountNumber,
+    pub pin: Pin,
+}
+
+impl MerchantNode {
+    /// Starts serving on `listen`, registers at the broker (licence sealed to
+    /// it) and at its rendezvous point, and starts forwarding payment records.
+    pub async fn start(
+        setup: MerchantSetup,
+        database: &Path,
+        listen: Vec<Multiaddr>,
+        broker: Multiaddr,
+    ) -> Result<MerchantNode, MerchantStartError> {
+        let store = SqliteMerchantStore::open(database)
+            .map_err(|e| MerchantStartError::Store(e.to_string()))?;
+        let mut config = NodeConfig::new(keypair(&setup.keys.signing));
+        config.listen = listen;
+        config.serve = protocol::MERCHANT_PROTOCOLS.to_vec();
+        config.call = protocol::BROKER_PROTOCOLS.to_vec();
+        config.rendezvous_client = true;
+        // The handler needs the merchant, which needs the broker's info, which
+        // needs the node: the handler reads the service from a cell filled below.
+        let cell: Arc<std::sync::OnceLock<Arc<MerchantService>>> = Arc::default();
+        let handler_cell = cell.clone();
+        let handler: Handler = Arc::new(move |inbound| match handler_cell.get() {
+            Some(service) => service.handle(inbound),
+            None => encode(&MerchantResponse::Refused(Refusal::Unavailable)),
+        });
+        let (node, driver) = Node::start(config, Some(handler)).await?;
+        let link = BrokerLink::connect(node.clone(), broker).await?;
+        let merchant = Merchant::new(setup.keys, link.info().clone(), setup.config, setup.catalog);
+        let registration = merchant
+            .registration_request(
+                &mut rand::rngs::OsRng,
+                RequestId::random(&mut rand::rngs::OsRng),
+                setup.account,
+                setup.pin,
+            )
+            .map_err(MerchantStartError::Refused)?;
+        match link.call(&registration).await? {
+            BrokerResponse::MerchantRegistered(_) => {}
+            BrokerResponse::Refused(refusal) => return Err(MerchantStartError::Refused(refusal)),
+            other => {
+                return Err(NetError::BadAnswer(format!(
+                    "unexpected answer to registration: {other:?}"
+                ))
+                .into())
+            }
+        }
+        link.register_as_merchant().await?;
+        let service = Arc::new(MerchantService {
+            merchant,
+            store: Mutex::new(store),
+        });
+        let _ = cell.set(service.clone());
+        let forwarder = tokio::spawn(forward_forever(service.clone(), link.clone()));
+        Ok(MerchantNode {
+            node,
+            service,
+            link,
+            tasks: vec![driver, forwarder],
+        })
+    }
+
+    /// Forwards what is queued now, then stops the node.
+    pub async fn shutdown(self) {
+        if let Err(error) = self.service.forward_payment_records(&self.link).await {
+            tracing::warn!(%error, "payment records stay queued for the next run");
+        }
+        self.node.shutdown().await;
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn forward_forever(service: Arc<MerchantService>, link: BrokerLink) {
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(FORWARD_EVERY).await;
+        match service.forward_payment_records(&link).await {
+            Ok(settlement) if settlement.recorded > 0 => {
+                tracing::info!(recorded = settlement.recorded, credited = %settlement.credited, "payment records settled")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "payment records stay queued; retrying"),
+        }
+        if renewed.elapsed() >= RENEW_REGISTRATION_EVERY {
+            match link.register_as_merchant().await {
+                Ok(()) => renewed = tokio::time::Instant::now(),
+                Err(error) => tracing::warn!(%error, "cannot renew the rendezvous registration"),
+            }
+        }
+    }
+}
