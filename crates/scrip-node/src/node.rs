@@ -633,6 +633,8 @@ impl Driver {
 }
 
 /// Splits a step's event off the behaviour's events, naming its protocol.
+// The event is moved once per swarm event; boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
 fn split_step_event(
     event: BehaviourEvent,
 ) -> Result<
