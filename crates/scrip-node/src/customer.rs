@@ -97,6 +97,17 @@ impl Customer {
         &self.wallet
     }
 
+    /// Every scrip the wallet holds, with its state.
+    pub fn scrip(&mut self) -> Result<Vec<scrip_core::store::WalletScrip>, WalletError> {
+        self.wallet.scrip(&mut self.store)
+    }
+
+    /// Sends a request of your own making to a merchant, bypassing the wallet:
+    /// for demonstrations and tests of what merchants refuse.
+    pub async fn merchant_request(&mut self, merchant: MerchantId, request: &MerchantRequest) -> Result<MerchantResponse, CustomerError> {
+        self.merchant_call(merchant, &encode(request)).await
+    }
+
     /// What the wallet holds, by kind and merchant.
     pub fn balances(&mut self) -> Result<scrip_core::wallet::Balances, WalletError> {
         self.wallet.balances(&mut self.store)
