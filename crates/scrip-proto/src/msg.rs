@@ -32,8 +32,6 @@ labelled! {
     MerchantReceipt => "scrip/v1/merchant-receipt",
     PaymentRecords => "scrip/v1/payment-records",
     PaymentRecordsAck => "scrip/v1/payment-records-ack",
-    BrokerRequest => "scrip/v1/broker-request",
-    MerchantRequest => "scrip/v1/merchant-request",
 }
 
 /// HPKE `info` labels: an envelope opens only for the purpose it was sealed for.

@@ -1,8 +1,6 @@
 //! The broker's store in SQLite: accounts, the double-entry ledger, the BrokerScrip spent set, merchants, intents, payments and the event log.
 
-use std::path::Path;
-
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use scrip_core::event::BrokerEvent;
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
@@ -91,59 +89,20 @@ CREATE TABLE events (
 ) STRICT;
 ";
 
+crate::db::sqlite_store!(
 /// The broker's [`BrokerStore`] in one SQLite file.
 ///
 /// Several stores (threads or processes) may open the same file: each
 /// [`begin`](BrokerStore::begin) takes SQLite's write lock (`BEGIN IMMEDIATE`),
 /// so broker steps run one after another, and a store waits up to
 /// about ten seconds for the lock before failing.
-pub struct SqliteBrokerStore {
-    conn: Connection,
-}
-
-impl SqliteBrokerStore {
-    /// Opens the broker database at `path`, creating it (mode 0600) and
-    /// migrating its schema as needed.
-    ///
-    /// # Errors
-    /// The file cannot be created or opened, is not a broker database, or has
-    /// a schema newer than this build.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        db::open(path, &SCHEMA).map(|conn| SqliteBrokerStore { conn })
-    }
-
-    /// A fresh broker database in memory, gone when the store is dropped.
-    ///
-    /// # Errors
-    /// SQLite cannot allocate or migrate the database.
-    pub fn open_in_memory() -> Result<Self, StoreError> {
-        db::open_in_memory(&SCHEMA).map(|conn| SqliteBrokerStore { conn })
-    }
-
-    /// Every row of every table as text: equal dumps mean equal state. For
-    /// tests that check a refused request changed nothing.
-    pub fn fingerprint(&self) -> Result<String, StoreError> {
-        db::fingerprint(&self.conn)
-    }
-}
-
-impl BrokerStore for SqliteBrokerStore {
-    type Tx<'a> = SqliteBrokerTx<'a>;
-
-    fn begin(&mut self) -> Result<SqliteBrokerTx<'_>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed("cannot begin broker transaction"))?;
-        Ok(SqliteBrokerTx { tx })
-    }
-}
-
+    SqliteBrokerStore,
 /// One broker transaction: an SQLite `BEGIN IMMEDIATE` transaction that rolls
 /// back when dropped without [`commit`](BrokerTx::commit).
-pub struct SqliteBrokerTx<'a> {
-    tx: Transaction<'a>,
-}
+    SqliteBrokerTx,
+    BrokerStore,
+    "broker"
+);
 
 /// The raw columns of an `accounts` row.
 type AccountColumns = (i64, String, String, Option<Vec<u8>>, i64);

@@ -380,6 +380,62 @@ pub(crate) fn fingerprint(conn: &Connection) -> Result<String, StoreError> {
     Ok(dump)
 }
 
+/// Defines a store over one SQLite file of the calling module's `SCHEMA`:
+/// the store type with `open`, `open_in_memory` and `fingerprint`, its
+/// transaction type, and `begin` of the core's store trait. One definition
+/// serves the broker, merchant and wallet stores alike.
+macro_rules! sqlite_store {
+    ($(#[$doc:meta])* $store:ident, $(#[$tx_doc:meta])* $tx:ident, $store_trait:ident, $role:literal) => {
+        $(#[$doc])*
+        pub struct $store {
+            conn: rusqlite::Connection,
+        }
+
+        impl $store {
+            #[doc = concat!("Opens the ", $role, " database at `path`, creating it (mode 0600) and migrating its schema as needed.")]
+            ///
+            /// # Errors
+            /// The file cannot be created or opened, belongs to another role,
+            /// or has a schema newer than this build.
+            pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
+                crate::db::open(path, &SCHEMA).map(|conn| $store { conn })
+            }
+
+            #[doc = concat!("A fresh ", $role, " database in memory, gone when the store is dropped.")]
+            ///
+            /// # Errors
+            /// SQLite cannot allocate or migrate the database.
+            pub fn open_in_memory() -> Result<Self, StoreError> {
+                crate::db::open_in_memory(&SCHEMA).map(|conn| $store { conn })
+            }
+
+            /// Every row of every table as text: equal dumps mean equal state.
+            /// For tests that check a refused request changed nothing.
+            pub fn fingerprint(&self) -> Result<String, StoreError> {
+                crate::db::fingerprint(&self.conn)
+            }
+        }
+
+        impl $store_trait for $store {
+            type Tx<'a> = $tx<'a>;
+
+            fn begin(&mut self) -> Result<$tx<'_>, StoreError> {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(crate::db::failed(concat!("cannot begin ", $role, " transaction")))?;
+                Ok($tx { tx })
+            }
+        }
+
+        $(#[$tx_doc])*
+        pub struct $tx<'a> {
+            tx: rusqlite::Transaction<'a>,
+        }
+    };
+}
+pub(crate) use sqlite_store;
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

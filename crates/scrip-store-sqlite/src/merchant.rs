@@ -1,8 +1,6 @@
 //! A merchant's store in SQLite: stored responses, the VendorScrip spent set and the outbox of payment records for the broker.
 
-use std::path::Path;
-
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::params;
 use scrip_core::store::{MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
 use scrip_proto::msg::PaymentRecord;
 use scrip_proto::{RequestId, ScripId, Timestamp};
@@ -37,56 +35,17 @@ CREATE TABLE outbox (
 ) STRICT;
 ";
 
+crate::db::sqlite_store!(
 /// A merchant's [`MerchantStore`] in one SQLite file.
 ///
 /// Each [`begin`](MerchantStore::begin) takes SQLite's write lock
 /// (`BEGIN IMMEDIATE`), so several connections to the same file serialise.
-pub struct SqliteMerchantStore {
-    conn: Connection,
-}
-
-impl SqliteMerchantStore {
-    /// Opens the merchant database at `path`, creating it (mode 0600) and
-    /// migrating its schema as needed.
-    ///
-    /// # Errors
-    /// The file cannot be created or opened, is not a merchant database, or
-    /// has a schema newer than this build.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        db::open(path, &SCHEMA).map(|conn| SqliteMerchantStore { conn })
-    }
-
-    /// A fresh merchant database in memory, gone when the store is dropped.
-    ///
-    /// # Errors
-    /// SQLite cannot allocate or migrate the database.
-    pub fn open_in_memory() -> Result<Self, StoreError> {
-        db::open_in_memory(&SCHEMA).map(|conn| SqliteMerchantStore { conn })
-    }
-
-    /// Every row of every table as text: equal dumps mean equal state. For
-    /// tests that check a refused request changed nothing.
-    pub fn fingerprint(&self) -> Result<String, StoreError> {
-        db::fingerprint(&self.conn)
-    }
-}
-
-impl MerchantStore for SqliteMerchantStore {
-    type Tx<'a> = SqliteMerchantTx<'a>;
-
-    fn begin(&mut self) -> Result<SqliteMerchantTx<'_>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed("cannot begin merchant transaction"))?;
-        Ok(SqliteMerchantTx { tx })
-    }
-}
-
+    SqliteMerchantStore,
 /// One merchant transaction: rolls back when dropped without [`commit`](MerchantTx::commit).
-pub struct SqliteMerchantTx<'a> {
-    tx: Transaction<'a>,
-}
+    SqliteMerchantTx,
+    MerchantStore,
+    "merchant"
+);
 
 impl MerchantTx for SqliteMerchantTx<'_> {
     fn stored_response(

@@ -1,8 +1,6 @@
 //! A wallet's store in SQLite: the scrip it holds, requests in flight and receipts kept as evidence.
 
-use std::path::Path;
-
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use scrip_core::store::{
     PendingRequest, StoreError, WalletReceipt, WalletScrip, WalletStore, WalletTx,
 };
@@ -36,55 +34,16 @@ CREATE TABLE receipts (
 ) STRICT;
 ";
 
+crate::db::sqlite_store!(
 /// A wallet's [`WalletStore`] in one SQLite file.
 ///
 /// The file holds customer secrets, so it is created readable by its owner only.
-pub struct SqliteWalletStore {
-    conn: Connection,
-}
-
-impl SqliteWalletStore {
-    /// Opens the wallet database at `path`, creating it (mode 0600) and
-    /// migrating its schema as needed.
-    ///
-    /// # Errors
-    /// The file cannot be created or opened, is not a wallet database, or has
-    /// a schema newer than this build.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        db::open(path, &SCHEMA).map(|conn| SqliteWalletStore { conn })
-    }
-
-    /// A fresh wallet database in memory, gone when the store is dropped.
-    ///
-    /// # Errors
-    /// SQLite cannot allocate or migrate the database.
-    pub fn open_in_memory() -> Result<Self, StoreError> {
-        db::open_in_memory(&SCHEMA).map(|conn| SqliteWalletStore { conn })
-    }
-
-    /// Every row of every table as text: equal dumps mean equal state. For
-    /// tests that check a refused request changed nothing.
-    pub fn fingerprint(&self) -> Result<String, StoreError> {
-        db::fingerprint(&self.conn)
-    }
-}
-
-impl WalletStore for SqliteWalletStore {
-    type Tx<'a> = SqliteWalletTx<'a>;
-
-    fn begin(&mut self) -> Result<SqliteWalletTx<'_>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed("cannot begin wallet transaction"))?;
-        Ok(SqliteWalletTx { tx })
-    }
-}
-
+    SqliteWalletStore,
 /// One wallet transaction: rolls back when dropped without [`commit`](WalletTx::commit).
-pub struct SqliteWalletTx<'a> {
-    tx: Transaction<'a>,
-}
+    SqliteWalletTx,
+    WalletStore,
+    "wallet"
+);
 
 impl SqliteWalletTx<'_> {
     fn blobs(&self, sql: &str, what: &'static str) -> Result<Vec<Vec<u8>>, StoreError> {
