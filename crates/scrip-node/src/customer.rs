@@ -104,7 +104,11 @@ impl Customer {
 
     /// Sends a request of your own making to a merchant, bypassing the wallet:
     /// for demonstrations and tests of what merchants refuse.
-    pub async fn merchant_request(&mut self, merchant: MerchantId, request: &MerchantRequest) -> Result<MerchantResponse, CustomerError> {
+    pub async fn merchant_request(
+        &mut self,
+        merchant: MerchantId,
+        request: &MerchantRequest,
+    ) -> Result<MerchantResponse, CustomerError> {
         self.merchant_call(merchant, &encode(request)).await
     }
 

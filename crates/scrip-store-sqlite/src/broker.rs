@@ -90,15 +90,15 @@ CREATE TABLE events (
 ";
 
 crate::db::sqlite_store!(
-/// The broker's [`BrokerStore`] in one SQLite file.
-///
-/// Several stores (threads or processes) may open the same file: each
-/// [`begin`](BrokerStore::begin) takes SQLite's write lock (`BEGIN IMMEDIATE`),
-/// so broker steps run one after another, and a store waits up to
-/// about ten seconds for the lock before failing.
+    /// The broker's [`BrokerStore`] in one SQLite file.
+    ///
+    /// Several stores (threads or processes) may open the same file: each
+    /// [`begin`](BrokerStore::begin) takes SQLite's write lock (`BEGIN IMMEDIATE`),
+    /// so broker steps run one after another, and a store waits up to
+    /// about ten seconds for the lock before failing.
     SqliteBrokerStore,
-/// One broker transaction: an SQLite `BEGIN IMMEDIATE` transaction that rolls
-/// back when dropped without [`commit`](BrokerTx::commit).
+    /// One broker transaction: an SQLite `BEGIN IMMEDIATE` transaction that rolls
+    /// back when dropped without [`commit`](BrokerTx::commit).
     SqliteBrokerTx,
     BrokerStore,
     "broker"

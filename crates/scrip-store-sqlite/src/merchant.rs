@@ -36,12 +36,12 @@ CREATE TABLE outbox (
 ";
 
 crate::db::sqlite_store!(
-/// A merchant's [`MerchantStore`] in one SQLite file.
-///
-/// Each [`begin`](MerchantStore::begin) takes SQLite's write lock
-/// (`BEGIN IMMEDIATE`), so several connections to the same file serialise.
+    /// A merchant's [`MerchantStore`] in one SQLite file.
+    ///
+    /// Each [`begin`](MerchantStore::begin) takes SQLite's write lock
+    /// (`BEGIN IMMEDIATE`), so several connections to the same file serialise.
     SqliteMerchantStore,
-/// One merchant transaction: rolls back when dropped without [`commit`](MerchantTx::commit).
+    /// One merchant transaction: rolls back when dropped without [`commit`](MerchantTx::commit).
     SqliteMerchantTx,
     MerchantStore,
     "merchant"

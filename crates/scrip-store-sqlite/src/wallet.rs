@@ -35,11 +35,11 @@ CREATE TABLE receipts (
 ";
 
 crate::db::sqlite_store!(
-/// A wallet's [`WalletStore`] in one SQLite file.
-///
-/// The file holds customer secrets, so it is created readable by its owner only.
+    /// A wallet's [`WalletStore`] in one SQLite file.
+    ///
+    /// The file holds customer secrets, so it is created readable by its owner only.
     SqliteWalletStore,
-/// One wallet transaction: rolls back when dropped without [`commit`](WalletTx::commit).
+    /// One wallet transaction: rolls back when dropped without [`commit`](WalletTx::commit).
     SqliteWalletTx,
     WalletStore,
     "wallet"
