@@ -24,7 +24,7 @@ use crate::output::{CliError, Report};
     about = "Peer-to-peer electronic cash: Millicent's scrip on libp2p"
 )]
 #[command(
-    after_help = "Exit status: 0 done, 1 refused by a peer (nothing changed), 2 usage or local error, 3 outcome unknown (safe to run again).\nThe PIN is read from SCRIP_PIN, or asked for on a terminal; never from an argument."
+    after_help = "Exit status: 0 done, 1 refused by a peer (nothing changed), 2 usage or local error, 3 outcome unknown or a peer not reachable yet (safe to run again).\nThe PIN is read from SCRIP_PIN, or asked for on a terminal; never from an argument."
 )]
 struct Cli {
     /// Print results as JSON lines: {"type", "version", "data"}.

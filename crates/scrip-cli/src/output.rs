@@ -41,7 +41,8 @@ pub enum Failure {
     Refused,
     /// Bad usage or a local problem (exit 2).
     Local,
-    /// The outcome is unknown; running the command again is safe (exit 3).
+    /// The outcome is unknown, or a peer is not reachable yet; running the
+    /// command again is safe (exit 3).
     Unknown,
 }
 
@@ -78,7 +79,7 @@ impl CliError {
 
 impl From<scrip_node::customer::CustomerError> for CliError {
     fn from(error: scrip_node::customer::CustomerError) -> Self {
-        let failure = if error.outcome_unknown() {
+        let failure = if error.worth_retrying() {
             Failure::Unknown
         } else if error.refusal().is_some() {
             Failure::Refused

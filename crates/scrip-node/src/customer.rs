@@ -31,7 +31,7 @@ pub enum CustomerError {
         "no merchant {0:?} is registered at the broker; `scrip wallet DIR merchants` lists them"
     )]
     UnknownMerchant(String),
-    #[error("merchant {0} is registered but not reachable now: it has no address at the rendezvous point")]
+    #[error("merchant {0} is registered but not reachable now: it has no address at the rendezvous point; try again shortly")]
     Unreachable(String),
     #[error(
         "the merchant sells no item {0:?}; `scrip wallet DIR catalog MERCHANT` lists what it sells"
@@ -48,9 +48,11 @@ impl CustomerError {
         }
     }
 
-    /// True when the outcome is unknown (a network failure or an unavailable peer).
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(self, CustomerError::Net(_)) || self.refusal().is_some_and(|r| !r.definitive())
+    /// True when trying again later may succeed: the outcome is unknown (a
+    /// network failure or an unavailable peer), or a merchant is not reachable yet.
+    pub fn worth_retrying(&self) -> bool {
+        matches!(self, CustomerError::Net(_) | CustomerError::Unreachable(_))
+            || self.refusal().is_some_and(|r| !r.definitive())
     }
 }
 

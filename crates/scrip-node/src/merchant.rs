@@ -20,8 +20,11 @@ use crate::{keypair, now, protocol, NetError};
 const RECORDS_PER_BATCH: usize = 256;
 /// How often queued payment records are forwarded.
 const FORWARD_EVERY: Duration = Duration::from_millis(200);
-/// How often the rendezvous registration is renewed (its default lifetime is two hours).
-const RENEW_REGISTRATION_EVERY: Duration = Duration::from_secs(30 * 60);
+/// How often the rendezvous registration is renewed. Its lifetime is two
+/// hours, but a restarted broker forgets every registration: renewing often
+/// lets customers find running merchants again within seconds. One small
+/// request per merchant every few seconds is cheap for the broker.
+const RENEW_REGISTRATION_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a merchant could not start.
 #[derive(Debug, thiserror::Error)]

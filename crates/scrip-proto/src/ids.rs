@@ -169,7 +169,7 @@ impl fmt::Display for AccountNumber {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("account number {0:?} is not twelve digits")]
+#[error("{0:?} is not an account number: account numbers are twelve digits from 100000000000 to 999999999999")]
 pub struct ParseAccountError(pub String);
 
 impl FromStr for AccountNumber {
