@@ -30,6 +30,9 @@ struct Cli {
     /// Print results as JSON lines: {"type", "version", "data"}.
     #[arg(long, global = true)]
     json: bool,
+    /// Also find peers on the local network with mDNS (off by default; needs a build with `--features mdns`).
+    #[arg(long, global = true)]
+    mdns: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -176,7 +179,8 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
-    match runtime.block_on(run(cli.command, json)) {
+    let net = scrip_node::NetOptions { mdns: cli.mdns };
+    match runtime.block_on(run(cli.command, net, json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
     }
@@ -190,12 +194,12 @@ fn fail(error: &CliError) -> ExitCode {
     ExitCode::from(error.exit_code())
 }
 
-async fn run(command: Command, json: bool) -> Result<(), CliError> {
+async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Result<(), CliError> {
     let print = |report: Report| report.print(json);
     match command {
         Command::Broker { command } => match command {
             BrokerCommand::Init { dir, currency } => print(cmd::broker::init(&dir, &currency)?),
-            BrokerCommand::Run { dir, listen } => cmd::broker::run(&dir, listen, json).await?,
+            BrokerCommand::Run { dir, listen } => cmd::broker::run(&dir, listen, net, json).await?,
             BrokerCommand::Account {
                 command: AccountCommand::Open { dir, name },
             } => print(cmd::broker::open_account(&dir, &name)?),
@@ -219,10 +223,10 @@ async fn run(command: Command, json: bool) -> Result<(), CliError> {
                 sell,
                 name,
                 account,
-            } => cmd::peer::run(&dir, listen, sell.zip(name).zip(account), json).await?,
+            } => cmd::peer::run(&dir, listen, sell.zip(name).zip(account), net, json).await?,
         },
         Command::Wallet { dir, command } => {
-            let mut customer = cmd::wallet::connect(&dir).await?;
+            let mut customer = cmd::wallet::connect(&dir, net).await?;
             let report = match command {
                 WalletCommand::ObtainBrokerScrip { amount, account } => {
                     cmd::wallet::obtain_broker_scrip(&mut customer, account, amount).await?

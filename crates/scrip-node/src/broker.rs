@@ -10,7 +10,7 @@ use scrip_proto::{decode, encode, Refusal};
 use scrip_store_sqlite::SqliteBrokerStore;
 
 use crate::node::{Handler, Inbound, Node, NodeConfig};
-use crate::{keypair, now, protocol, NetError};
+use crate::{keypair, now, protocol, NetError, NetOptions};
 
 /// The broker and its store, shared by the request handlers.
 pub struct BrokerService {
@@ -76,6 +76,7 @@ impl BrokerNode {
         broker: Broker,
         database: &Path,
         listen: Vec<Multiaddr>,
+        options: NetOptions,
     ) -> Result<BrokerNode, NetError> {
         let store =
             SqliteBrokerStore::open(database).map_err(|e| NetError::Setup(e.to_string()))?;
@@ -85,6 +86,7 @@ impl BrokerNode {
         config.listen = listen;
         config.serve = protocol::BROKER_PROTOCOLS.to_vec();
         config.rendezvous_server = true;
+        config.mdns = options.mdns;
         let handler_service = service.clone();
         let handler: Handler = Arc::new(move |inbound| handler_service.handle(inbound));
         let (node, task) = Node::start(config, Some(handler)).await?;

@@ -18,7 +18,7 @@ use scrip_store_sqlite::SqliteWalletStore;
 
 use crate::link::{call_with_retry, BrokerLink};
 use crate::node::{Node, NodeConfig};
-use crate::{now, peer_id, protocol, NetError};
+use crate::{now, peer_id, protocol, NetError, NetOptions};
 
 /// Why a customer operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,7 @@ impl Customer {
         broker: Multiaddr,
         keys: WalletKeys,
         store: SqliteWalletStore,
+        options: NetOptions,
     ) -> Result<Customer, CustomerError> {
         let mut config = NodeConfig::new(identity::Keypair::generate_ed25519());
         config.call = protocol::BROKER_PROTOCOLS
@@ -81,6 +82,7 @@ impl Customer {
             .cloned()
             .collect();
         config.rendezvous_client = true;
+        config.mdns = options.mdns;
         let (node, driver) = Node::start(config, None).await?;
         let link = BrokerLink::connect(node, broker).await?;
         let wallet = Wallet::new(keys, link.info().clone());
@@ -322,13 +324,19 @@ impl Customer {
         Ok(decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))?)
     }
 
-    /// The merchant's addresses, from the broker's rendezvous point.
+    /// The merchant's addresses, from the broker's rendezvous point, or else
+    /// from mDNS on the local network when that is on.
     async fn locate(&mut self, peer: PeerId) -> Result<Vec<Multiaddr>, CustomerError> {
         if let Some(addresses) = self.addresses.get(&peer) {
             return Ok(addresses.clone());
         }
         for found in self.link.discover_merchants().await? {
             self.addresses.insert(found.peer, found.addresses);
+        }
+        if !self.addresses.contains_key(&peer) {
+            for found in self.link.node().lan_peers().await? {
+                self.addresses.entry(found.peer).or_insert(found.addresses);
+            }
         }
         self.addresses
             .get(&peer)

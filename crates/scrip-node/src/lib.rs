@@ -50,6 +50,14 @@ pub enum NetError {
     Stopped,
 }
 
+/// Network choices a user makes, the same for every role.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetOptions {
+    /// Also find peers on the local network with mDNS. Off by default; needs
+    /// the `mdns` cargo feature.
+    pub mdns: bool,
+}
+
 /// The current time, for the core.
 pub fn now() -> Timestamp {
     Timestamp(

@@ -14,7 +14,7 @@ use scrip_store_sqlite::SqliteMerchantStore;
 
 use crate::link::BrokerLink;
 use crate::node::{Handler, Inbound, Node, NodeConfig};
-use crate::{keypair, now, protocol, NetError};
+use crate::{keypair, now, protocol, NetError, NetOptions};
 
 /// How many payment records travel in one batch.
 const RECORDS_PER_BATCH: usize = 256;
@@ -139,6 +139,7 @@ impl MerchantNode {
         database: &Path,
         listen: Vec<Multiaddr>,
         broker: Multiaddr,
+        options: NetOptions,
     ) -> Result<MerchantNode, MerchantStartError> {
         let store = SqliteMerchantStore::open(database)
             .map_err(|e| MerchantStartError::Store(e.to_string()))?;
@@ -147,6 +148,7 @@ impl MerchantNode {
         config.serve = protocol::MERCHANT_PROTOCOLS.to_vec();
         config.call = protocol::BROKER_PROTOCOLS.to_vec();
         config.rendezvous_client = true;
+        config.mdns = options.mdns;
         // The handler needs the merchant, which needs the broker's info, which
         // needs the node: the handler reads the service from a cell filled below.
         let cell: Arc<std::sync::OnceLock<Arc<MerchantService>>> = Arc::default();

@@ -76,6 +76,8 @@ pub struct NodeConfig {
     pub call: Vec<StreamProtocol>,
     pub rendezvous_server: bool,
     pub rendezvous_client: bool,
+    /// Discover peers on the local network with mDNS (off by default; needs the `mdns` feature).
+    pub mdns: bool,
     pub request_timeout: Duration,
     pub max_frame: usize,
 }
@@ -89,6 +91,7 @@ impl NodeConfig {
             call: Vec::new(),
             rendezvous_server: false,
             rendezvous_client: false,
+            mdns: false,
             request_timeout: Duration::from_secs(10),
             max_frame: scrip_proto::encoding::MAX_MESSAGE_LEN,
         }
@@ -117,6 +120,31 @@ struct Behaviour {
     ping: ping::Behaviour,
     rendezvous_server: Toggle<rendezvous::server::Behaviour>,
     rendezvous_client: Toggle<rendezvous::client::Behaviour>,
+    lan: Toggle<LanDiscovery>,
+}
+
+/// mDNS on the local network, when built with the `mdns` feature and asked
+/// for; otherwise a behaviour that does nothing.
+#[cfg(feature = "mdns")]
+type LanDiscovery = libp2p::mdns::tokio::Behaviour;
+#[cfg(not(feature = "mdns"))]
+type LanDiscovery = libp2p::swarm::dummy::Behaviour;
+
+fn lan_discovery(enabled: bool, local: PeerId) -> Result<Toggle<LanDiscovery>, NetError> {
+    if !enabled {
+        return Ok(Toggle::from(None));
+    }
+    #[cfg(feature = "mdns")]
+    return libp2p::mdns::tokio::Behaviour::new(libp2p::mdns::Config::default(), local)
+        .map(|mdns| Toggle::from(Some(mdns)))
+        .map_err(|e| NetError::Setup(format!("mDNS: {e}")));
+    #[cfg(not(feature = "mdns"))]
+    {
+        let _ = local;
+        Err(NetError::Setup(
+            "this scrip was built without mDNS; rebuild with `--features mdns`".into(),
+        ))
+    }
 }
 
 /// A peer found at the rendezvous point.
@@ -148,6 +176,9 @@ enum Command {
         address: Multiaddr,
         namespace: String,
         reply: oneshot::Sender<Result<Vec<Discovered>, NetError>>,
+    },
+    LanPeers {
+        reply: oneshot::Sender<Vec<Discovered>>,
     },
     Shutdown,
 }
@@ -199,6 +230,7 @@ impl Node {
             pending: HashMap::new(),
             registrations: Vec::new(),
             discoveries: Vec::new(),
+            lan_peers: HashMap::new(),
         };
         let task = tokio::spawn(driver.run());
         Ok((
@@ -276,6 +308,13 @@ impl Node {
         within(RENDEZVOUS_TIMEOUT, response).await
     }
 
+    /// The peers found by mDNS on the local network so far (none unless `mdns` is on).
+    pub async fn lan_peers(&self) -> Result<Vec<Discovered>, NetError> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::LanPeers { reply }).await?;
+        response.await.map_err(|_| NetError::Stopped)
+    }
+
     /// Stops the driver; in-flight requests fail with [`NetError::Stopped`].
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
@@ -335,6 +374,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NetError> {
     #[cfg(feature = "quic")]
     let builder = builder.with_quic();
     use crate::protocol::*;
+    let lan = lan_discovery(config.mdns, config.keypair.public().to_peer_id())?;
     let swarm = builder
         .with_behaviour(|key| Behaviour {
             info: step(INFO),
@@ -360,6 +400,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NetError> {
                     .rendezvous_client
                     .then(|| rendezvous::client::Behaviour::new(key.clone())),
             ),
+            lan,
         })
         .map_err(|e| NetError::Setup(e.to_string()))?
         // Connections to the broker live long: a wallet or merchant talks to it at every step.
@@ -378,6 +419,8 @@ struct Driver {
     pending: HashMap<(StreamProtocol, OutboundRequestId), Reply<Vec<u8>>>,
     registrations: Vec<(PeerId, String, Reply<()>)>,
     discoveries: Vec<(PeerId, Reply<Vec<Discovered>>)>,
+    /// Peers found by mDNS on the local network.
+    lan_peers: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
 impl Driver {
@@ -471,6 +514,17 @@ impl Driver {
                     Err(e) => drop(reply.send(Err(NetError::Setup(e.to_string())))),
                 }
             }
+            Command::LanPeers { reply } => {
+                let found = self
+                    .lan_peers
+                    .iter()
+                    .map(|(peer, addresses)| Discovered {
+                        peer: *peer,
+                        addresses: addresses.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(found);
+            }
             Command::Shutdown => {}
         }
     }
@@ -492,6 +546,21 @@ impl Driver {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::RendezvousClient(event)) => {
                 self.handle_rendezvous(event)
+            }
+            #[cfg(feature = "mdns")]
+            SwarmEvent::Behaviour(BehaviourEvent::Lan(libp2p::mdns::Event::Discovered(found))) => {
+                for (peer, address) in found {
+                    self.swarm.add_peer_address(peer, address.clone());
+                    self.lan_peers.entry(peer).or_default().push(address);
+                }
+            }
+            #[cfg(feature = "mdns")]
+            SwarmEvent::Behaviour(BehaviourEvent::Lan(libp2p::mdns::Event::Expired(gone))) => {
+                for (peer, address) in gone {
+                    if let Some(addresses) = self.lan_peers.get_mut(&peer) {
+                        addresses.retain(|a| *a != address);
+                    }
+                }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(%error, "incoming connection failed")

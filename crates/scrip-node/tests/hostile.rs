@@ -257,9 +257,14 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
     let mut config = BrokerConfig::new("EUR".parse().unwrap());
     config.pin_hashing = PinHashing::FAST_INSECURE;
     let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
-    let broker_node = BrokerNode::start(broker, &db, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()])
-        .await
-        .expect("broker starts");
+    let broker_node = BrokerNode::start(
+        broker,
+        &db,
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        scrip_node::NetOptions::default(),
+    )
+    .await
+    .expect("broker starts");
     let broker_address = broker_node.node.listen_addresses()[0].clone();
     let broker_peer = broker_node.node.peer_id();
     let broker_info: BrokerInfo = broker_node.service.broker().info();
@@ -299,6 +304,7 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
         &dir.path().join("merchant.sqlite"),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         broker_address.clone(),
+        scrip_node::NetOptions::default(),
     )
     .await
     .expect("merchant starts");
@@ -647,6 +653,7 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
             broker_address.clone(),
             WalletKeys::from_seed(&Secret32::random(&mut OsRng)),
             SqliteWalletStore::open_in_memory().expect("wallet store"),
+            scrip_node::NetOptions::default(),
         ),
     )
     .await

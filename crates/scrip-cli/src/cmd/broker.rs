@@ -48,15 +48,21 @@ pub fn load(dir: &Path) -> Result<(Broker, SqliteBrokerStore, BrokerDir), CliErr
     Ok((broker, store, layout))
 }
 
-pub async fn run(dir: &Path, listen: Multiaddr, json: bool) -> Result<(), CliError> {
+pub async fn run(
+    dir: &Path,
+    listen: Multiaddr,
+    net: scrip_node::NetOptions,
+    json: bool,
+) -> Result<(), CliError> {
     let (broker, store, layout) = load(dir)?;
     drop(store);
-    let node = BrokerNode::start(broker, &layout.database(), vec![listen])
+    let node = BrokerNode::start(broker, &layout.database(), vec![listen], net)
         .await
-        .map_err(|e| {
-            CliError::local(e).with_hint(
+        .map_err(|e| match e {
+            scrip_node::NetError::Listen(_) => CliError::local(e).with_hint(
                 "is another broker listening on that address? choose another with --listen",
-            )
+            ),
+            other => CliError::local(other),
         })?;
     for address in node.node.listen_addresses() {
         Report::new(

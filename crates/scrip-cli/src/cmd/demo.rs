@@ -53,6 +53,7 @@ pub async fn run() -> Result<(), CliError> {
         Broker::new(BrokerKeys::from_seed(&broker_seed), BrokerConfig::new(euro)),
         &path("broker.db"),
         loopback(),
+        scrip_node::NetOptions::default(),
     )
     .await
     .map_err(CliError::local)?;
@@ -88,6 +89,7 @@ pub async fn run() -> Result<(), CliError> {
         &path("tea.db"),
         loopback(),
         broker_address.clone(),
+        scrip_node::NetOptions::default(),
     )
     .await
     .map_err(CliError::local)?;
@@ -107,6 +109,7 @@ pub async fn run() -> Result<(), CliError> {
         &path("news.db"),
         loopback(),
         broker_address.clone(),
+        scrip_node::NetOptions::default(),
     )
     .await
     .map_err(CliError::local)?;
@@ -123,6 +126,7 @@ pub async fn run() -> Result<(), CliError> {
         broker_address.clone(),
         WalletKeys::from_seed(&random()),
         SqliteWalletStore::open(&path("alice-wallet.db")).map_err(CliError::local)?,
+        scrip_node::NetOptions::default(),
     )
     .await?;
     println!("4. Alice's wallet connects from an ephemeral peer identity");
@@ -207,6 +211,7 @@ pub async fn run() -> Result<(), CliError> {
         broker_address.clone(),
         WalletKeys::from_seed(&tea_seed),
         SqliteWalletStore::open(&path("tea-wallet.db")).map_err(CliError::local)?,
+        scrip_node::NetOptions::default(),
     )
     .await?;
     tea_wallet

@@ -107,6 +107,7 @@ pub async fn run(
     dir: &Path,
     listen: Multiaddr,
     sell: Option<((PathBuf, String), AccountNumber)>,
+    net: scrip_node::NetOptions,
     json: bool,
 ) -> Result<(), CliError> {
     let layout = PeerDir(dir.to_owned());
@@ -114,8 +115,13 @@ pub async fn run(
     let seed = dirs::read_seed(&layout.seed())?;
     // Resend what a previous wallet command left pending.
     let wallet_store = SqliteWalletStore::open(&layout.wallet()).map_err(CliError::local)?;
-    let customer =
-        Customer::connect(broker.clone(), WalletKeys::from_seed(&seed), wallet_store).await?;
+    let customer = Customer::connect(
+        broker.clone(),
+        WalletKeys::from_seed(&seed),
+        wallet_store,
+        net,
+    )
+    .await?;
     drop(customer);
     let Some(((catalog, name), account)) = sell else {
         Report::new(
@@ -134,7 +140,7 @@ pub async fn run(
         account,
         pin: super::read_pin()?,
     };
-    let merchant = MerchantNode::start(setup, &layout.merchant(), vec![listen], broker)
+    let merchant = MerchantNode::start(setup, &layout.merchant(), vec![listen], broker, net)
         .await
         .map_err(|e| match e {
             scrip_node::merchant::MerchantStartError::Refused(refusal) => CliError::from(refusal),

@@ -12,12 +12,12 @@ use crate::dirs::{self, PeerDir};
 use crate::output::{escape, CliError, Report};
 
 /// Connects the wallet of a peer directory to its broker, resending anything left pending.
-pub async fn connect(dir: &Path) -> Result<Customer, CliError> {
+pub async fn connect(dir: &Path, net: scrip_node::NetOptions) -> Result<Customer, CliError> {
     let layout = PeerDir(dir.to_owned());
     let broker = super::peer::broker_address(&layout)?;
     let seed = dirs::read_seed(&layout.seed())?;
     let store = SqliteWalletStore::open(&layout.wallet()).map_err(CliError::local)?;
-    Ok(Customer::connect(broker, WalletKeys::from_seed(&seed), store).await?)
+    Ok(Customer::connect(broker, WalletKeys::from_seed(&seed), store, net).await?)
 }
 
 fn scrip_json(scrip: &[Scrip]) -> serde_json::Value {
