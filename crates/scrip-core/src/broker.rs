@@ -23,6 +23,7 @@ use scrip_proto::{
 use crate::event::BrokerEvent;
 use crate::keys::{pin_matches, BrokerKeys, PinHashing};
 use crate::ledger::{LedgerAccount, Transfer, TransferKind};
+use crate::log;
 use crate::store::{
     AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow, Spend, StoreError,
     StoredResponse,
@@ -106,15 +107,13 @@ impl From<StoreError> for Refusal {
     }
 }
 
-/// Runs `step` in one transaction; commits only if it succeeded.
-fn in_transaction<S: BrokerStore, R>(
+/// Runs a read-only `step` in one transaction.
+fn reading<S: BrokerStore, R>(
     store: &mut S,
     step: impl FnOnce(&mut S::Tx<'_>) -> Result<R, Refusal>,
 ) -> Result<R, Refusal> {
     let mut tx = store.begin()?;
-    let result = step(&mut tx)?;
-    tx.commit()?;
-    Ok(result)
+    step(&mut tx)
 }
 
 impl Broker {
@@ -127,6 +126,30 @@ impl Broker {
             config,
             stamping,
         }
+    }
+
+    /// Runs `step` in one transaction and commits only if it succeeded. If
+    /// the step appended to the log, a checkpoint of the new log, signed by
+    /// the broker, is kept in the same transaction.
+    fn in_transaction<S: BrokerStore, R>(
+        &self,
+        store: &mut S,
+        now: Timestamp,
+        step: impl FnOnce(&mut S::Tx<'_>) -> Result<R, Refusal>,
+    ) -> Result<R, Refusal> {
+        let mut tx = store.begin()?;
+        let size_before = tx.log_size()?;
+        let result = step(&mut tx)?;
+        let size = tx.log_size()?;
+        if size > size_before {
+            let root = log::root(&mut tx, size)?;
+            tx.put_checkpoint(
+                size,
+                &log::sign_checkpoint(&self.keys.signing, size, root, now)?,
+            )?;
+        }
+        tx.commit()?;
+        Ok(result)
     }
 
     /// What peers need to know to talk to this broker.
@@ -160,7 +183,7 @@ impl Broker {
         check_name(name)?;
         let pin = random_pin(rng);
         let pin_hash = self.config.pin_hashing.hash(&pin, rng);
-        in_transaction(store, |tx| {
+        self.in_transaction(store, now, |tx| {
             let number = loop {
                 let candidate = AccountNumber::random(rng);
                 if tx.account(candidate)?.is_none() {
@@ -190,7 +213,7 @@ impl Broker {
         account: AccountNumber,
         amount: Amount,
     ) -> Result<Amount, Refusal> {
-        in_transaction(store, |tx| {
+        self.in_transaction(store, now, |tx| {
             existing_account(tx, account)?;
             transfer(
                 tx,
@@ -217,7 +240,7 @@ impl Broker {
         account: AccountNumber,
         amount: Amount,
     ) -> Result<Amount, Refusal> {
-        in_transaction(store, |tx| {
+        self.in_transaction(store, now, |tx| {
             existing_account(tx, account)?;
             transfer(
                 tx,
@@ -238,7 +261,7 @@ impl Broker {
 
     /// Every account with its balance and the merchants it receives sales for.
     pub fn accounts(&self, store: &mut impl BrokerStore) -> Result<Vec<AccountSummary>, Refusal> {
-        in_transaction(store, |tx| {
+        reading(store, |tx| {
             let merchants = tx.merchants()?;
             let mut summaries = Vec::new();
             for account in tx.accounts()? {
@@ -262,7 +285,7 @@ impl Broker {
         &self,
         store: &mut impl BrokerStore,
     ) -> Result<Vec<(LedgerAccount, i64)>, Refusal> {
-        in_transaction(store, |tx| Ok(tx.balances()?))
+        reading(store, |tx| Ok(tx.balances()?))
     }
 
     /// The registered merchants: id and name.
@@ -270,7 +293,7 @@ impl Broker {
         &self,
         store: &mut impl BrokerStore,
     ) -> Result<Vec<(MerchantId, String)>, Refusal> {
-        in_transaction(store, |tx| {
+        reading(store, |tx| {
             Ok(tx
                 .merchants()?
                 .into_iter()
@@ -305,7 +328,7 @@ impl Broker {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &BrokerRequest,
     ) -> BrokerResponse {
-        let result = in_transaction(store, |tx| {
+        let result = self.in_transaction(store, now, |tx| {
             let Some(request_id) = request.request_id() else {
                 return self.dispatch(tx, now, rng, request);
             };
@@ -330,7 +353,30 @@ impl Broker {
             )?;
             Ok(response)
         });
+        if let Err(refusal) = &result {
+            self.record_refusal(store, now, refusal);
+        }
         result.unwrap_or_else(BrokerResponse::Refused)
+    }
+
+    /// Records the refusals an auditor looks for as misuse (double spends,
+    /// wrong PINs) in a transaction of their own, after the refused request
+    /// rolled back. Failing to record one does not change the answer.
+    fn record_refusal(&self, store: &mut impl BrokerStore, now: Timestamp, refusal: &Refusal) {
+        let event = match refusal {
+            Refusal::DoubleSpend { scrip } => BrokerEvent::DoubleSpendRefused {
+                scrip: *scrip,
+                at: now,
+            },
+            Refusal::WrongPin { account } => BrokerEvent::PinRefused {
+                account: *account,
+                at: now,
+            },
+            _ => return,
+        };
+        if let Err(error) = self.in_transaction(store, now, |tx| Ok(tx.append_event(&event)?)) {
+            tracing::warn!(%error, "cannot record a refusal in the audit log");
+        }
     }
 
     fn dispatch(

@@ -58,6 +58,14 @@ pub enum BrokerEvent {
         price: Amount,
         at: Timestamp,
     },
+    /// A request spent BrokerScrip that was already spent. Recorded in a
+    /// transaction of its own: the refused request itself changed nothing.
+    DoubleSpendRefused { scrip: ScripId, at: Timestamp },
+    /// A request gave a wrong PIN for an account.
+    PinRefused {
+        account: AccountNumber,
+        at: Timestamp,
+    },
     PaymentRecorded {
         merchant: MerchantId,
         buy_request: RequestId,

@@ -34,6 +34,7 @@ pub mod broker;
 pub mod event;
 pub mod keys;
 pub mod ledger;
+pub mod log;
 pub mod merchant;
 pub mod store;
 pub mod validate;

@@ -80,6 +80,30 @@ pub struct PaymentRow {
     pub recorded_at: Timestamp,
 }
 
+/// The broker's stored state as an auditor reads it: every table, raw.
+/// Rows that do not decode are kept as errors, for the audit to report.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSnapshot {
+    /// Log leaves, by index: the canonical bytes of each event.
+    pub leaves: Vec<Vec<u8>>,
+    /// Stored tree hashes, by tlog index.
+    pub hashes: Vec<(u64, [u8; 32])>,
+    /// Signed checkpoints, by size.
+    pub checkpoints: Vec<(u64, Vec<u8>)>,
+    /// The balances table, by ledger account key.
+    pub balances: Vec<(String, i64)>,
+    /// The journal: (seq, kind, from, to, amount).
+    pub journal: Vec<(i64, String, String, String, i64)>,
+    pub accounts: Vec<AccountNumber>,
+    pub spent_broker_scrip: Vec<Vec<u8>>,
+    /// Merchants: id and the account their sales are credited to.
+    pub merchants: Vec<(MerchantId, AccountNumber)>,
+    /// Intents: request id, buy request id, scrip id key.
+    pub intents: Vec<(RequestId, RequestId, Vec<u8>)>,
+    /// Payments: merchant, scrip id key, the record's canonical bytes.
+    pub payments: Vec<(MerchantId, Vec<u8>, Vec<u8>)>,
+}
+
 /// The broker's storage.
 pub trait BrokerStore {
     type Tx<'a>: BrokerTx
@@ -147,8 +171,30 @@ pub trait BrokerTx {
     /// Records a merchant's payment: insert-or-fail on (merchant, spent VendorScrip id).
     fn record_payment(&mut self, payment: &PaymentRow) -> Result<Spend, StoreError>;
 
-    /// Appends the event's canonical bytes to the broker's event log.
-    fn append_event(&mut self, event: &BrokerEvent) -> Result<(), StoreError>;
+    /// Appends the event's canonical bytes to the broker's transparency log
+    /// (see [`crate::log`]), in this transaction.
+    fn append_event(&mut self, event: &BrokerEvent) -> Result<(), StoreError>
+    where
+        Self: Sized,
+    {
+        crate::log::append(self, &scrip_proto::encode(event)).map(drop)
+    }
+
+    /// The number of leaves in the log.
+    fn log_size(&mut self) -> Result<u64, StoreError>;
+    /// The stored hashes at these indexes (tlog layout), in order; an error if any is missing.
+    fn log_hashes(&mut self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// Appends leaf `index` with its data and the stored hashes it completes.
+    fn append_log(
+        &mut self,
+        index: u64,
+        data: &[u8],
+        hashes: &[(u64, [u8; 32])],
+    ) -> Result<(), StoreError>;
+    /// Keeps a signed checkpoint (C2SP note bytes) of the log at `size`.
+    fn put_checkpoint(&mut self, size: u64, note: &[u8]) -> Result<(), StoreError>;
+    /// Everything an auditor reads, in one consistent view.
+    fn snapshot(&mut self) -> Result<BrokerSnapshot, StoreError>;
 
     fn commit(self) -> Result<(), StoreError>;
 }

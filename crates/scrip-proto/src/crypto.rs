@@ -133,6 +133,13 @@ impl SigningKey {
         Secret32::from_bytes(self.0.to_bytes())
     }
 
+    /// Signs the text of a C2SP signed note (a log checkpoint). Note texts
+    /// begin with their origin line, `scrip-log/…`, which no label begins
+    /// with, so a note signature is never valid for a labelled message.
+    pub fn sign_note(&self, text: &[u8]) -> Signature {
+        Signature(self.0.sign(text).to_bytes())
+    }
+
     pub fn sign<T: Labelled>(&self, body: &T) -> Signature {
         Signature(self.0.sign(&labelled_bytes(body)).to_bytes())
     }

@@ -1,24 +1,24 @@
 //! The broker's store in SQLite: accounts, the double-entry ledger, the BrokerScrip spent set, merchants, intents, payments and the event log.
 
 use rusqlite::{params, OptionalExtension};
-use scrip_core::event::BrokerEvent;
+
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
-    AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow, Spend, StoreError,
-    StoredResponse,
+    AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow,
+    Spend, StoreError, StoredResponse,
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
 use crate::db::{
-    self, account_from_sql, account_to_sql, failed, insert_or_fail, public_key_from_sql,
-    timestamp_from_sql, timestamp_to_sql, Schema,
+    self, account_from_sql, account_to_sql, digest_from_sql, failed, insert_or_fail,
+    public_key_from_sql, timestamp_from_sql, timestamp_to_sql, Schema,
 };
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "broker",
     // "scrB"
     application_id: 0x7363_7242,
-    migrations: &[MIGRATION_1],
+    migrations: &[MIGRATION_1, MIGRATION_2],
 };
 
 const MIGRATION_1: &str = "
@@ -86,6 +86,21 @@ CREATE TABLE payments (
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     bytes BLOB NOT NULL
+) STRICT;
+";
+
+/// The transparency log: `events` rows are its leaves (leaf index = seq - 1);
+/// `log_hashes` holds the tree's stored hashes (tlog layout), `checkpoints`
+/// the broker's signed checkpoints by log size.
+const MIGRATION_2: &str = "
+CREATE TABLE log_hashes (
+    idx INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE checkpoints (
+    size INTEGER PRIMARY KEY,
+    note BLOB NOT NULL
 ) STRICT;
 ";
 
@@ -465,12 +480,181 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         )
     }
 
-    fn append_event(&mut self, event: &BrokerEvent) -> Result<(), StoreError> {
+    fn log_size(&mut self) -> Result<u64, StoreError> {
+        let size: i64 = self
+            .tx
+            .prepare_cached("SELECT COUNT(*) FROM events")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(failed("cannot count log entries"))?;
+        u64::try_from(size).map_err(|_| StoreError("corrupt log size".into()))
+    }
+
+    fn log_hashes(&mut self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut statement = self
+            .tx
+            .prepare_cached("SELECT hash FROM log_hashes WHERE idx = ?1")
+            .map_err(failed("cannot read log hashes"))?;
+        indexes
+            .iter()
+            .map(|index| {
+                let index = i64::try_from(*index)
+                    .map_err(|_| StoreError("log hash index out of range".into()))?;
+                let hash: Vec<u8> = statement
+                    .query_row([index], |row| row.get(0))
+                    .optional()
+                    .map_err(failed("cannot read log hash"))?
+                    .ok_or_else(|| StoreError(format!("log hash {index} is missing")))?;
+                digest_from_sql(&hash)
+            })
+            .collect()
+    }
+
+    fn append_log(
+        &mut self,
+        index: u64,
+        data: &[u8],
+        hashes: &[(u64, [u8; 32])],
+    ) -> Result<(), StoreError> {
+        let seq =
+            i64::try_from(index + 1).map_err(|_| StoreError("log index out of range".into()))?;
         self.tx
-            .prepare_cached("INSERT INTO events (bytes) VALUES (?1)")
-            .and_then(|mut statement| statement.execute([scrip_proto::encode(event)]))
+            .prepare_cached("INSERT INTO events (seq, bytes) VALUES (?1, ?2)")
+            .and_then(|mut statement| statement.execute(params![seq, data]))
+            .map_err(failed("cannot append log entry"))?;
+        let mut statement = self
+            .tx
+            .prepare_cached("INSERT INTO log_hashes (idx, hash) VALUES (?1, ?2)")
+            .map_err(failed("cannot store log hash"))?;
+        for (index, hash) in hashes {
+            let index = i64::try_from(*index)
+                .map_err(|_| StoreError("log hash index out of range".into()))?;
+            statement
+                .execute(params![index, hash.as_slice()])
+                .map_err(failed("cannot store log hash"))?;
+        }
+        Ok(())
+    }
+
+    fn put_checkpoint(&mut self, size: u64, note: &[u8]) -> Result<(), StoreError> {
+        let size =
+            i64::try_from(size).map_err(|_| StoreError("checkpoint size out of range".into()))?;
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?1, ?2)")
+            .and_then(|mut statement| statement.execute(params![size, note]))
             .map(drop)
-            .map_err(failed("cannot append event"))
+            .map_err(failed("cannot store checkpoint"))
+    }
+
+    fn snapshot(&mut self) -> Result<BrokerSnapshot, StoreError> {
+        let tx = &self.tx;
+        let all = |sql: &str| -> Result<Vec<Vec<rusqlite::types::Value>>, StoreError> {
+            let mut statement = tx
+                .prepare(sql)
+                .map_err(failed("cannot read for the audit"))?;
+            let columns = statement.column_count();
+            let rows = statement
+                .query_map([], |row| {
+                    (0..columns)
+                        .map(|i| row.get(i))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(failed("cannot read for the audit"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(failed("cannot read for the audit"))
+        };
+        use rusqlite::types::Value;
+        let int = |v: &Value, what: &str| match v {
+            Value::Integer(i) => Ok(*i),
+            _ => Err(StoreError(format!("corrupt {what}: not an integer"))),
+        };
+        let blob = |v: &Value, what: &str| match v {
+            Value::Blob(b) => Ok(b.clone()),
+            _ => Err(StoreError(format!("corrupt {what}: not bytes"))),
+        };
+        let text = |v: &Value, what: &str| match v {
+            Value::Text(t) => Ok(t.clone()),
+            _ => Err(StoreError(format!("corrupt {what}: not text"))),
+        };
+        let mut snapshot = BrokerSnapshot::default();
+        for (position, row) in all("SELECT seq, bytes FROM events ORDER BY seq")?
+            .iter()
+            .enumerate()
+        {
+            let seq = int(&row[0], "events.seq")?;
+            if seq != position as i64 + 1 {
+                return Err(StoreError(format!(
+                    "the log has a gap or reordering at events.seq {seq} (expected {})",
+                    position + 1
+                )));
+            }
+            snapshot.leaves.push(blob(&row[1], "events.bytes")?);
+        }
+        for row in all("SELECT idx, hash FROM log_hashes ORDER BY idx")? {
+            snapshot.hashes.push((
+                int(&row[0], "log_hashes.idx")? as u64,
+                digest_from_sql(&blob(&row[1], "log_hashes.hash")?)?,
+            ));
+        }
+        for row in all("SELECT size, note FROM checkpoints ORDER BY size")? {
+            snapshot.checkpoints.push((
+                int(&row[0], "checkpoints.size")? as u64,
+                blob(&row[1], "checkpoints.note")?,
+            ));
+        }
+        for row in all("SELECT account, balance FROM balances ORDER BY account")? {
+            snapshot.balances.push((
+                text(&row[0], "balances.account")?,
+                int(&row[1], "balances.balance")?,
+            ));
+        }
+        for row in
+            all("SELECT seq, kind, from_account, to_account, amount FROM journal ORDER BY seq")?
+        {
+            snapshot.journal.push((
+                int(&row[0], "journal.seq")?,
+                text(&row[1], "journal.kind")?,
+                text(&row[2], "journal.from_account")?,
+                text(&row[3], "journal.to_account")?,
+                int(&row[4], "journal.amount")?,
+            ));
+        }
+        for row in all("SELECT number FROM accounts ORDER BY number")? {
+            snapshot
+                .accounts
+                .push(account_from_sql(int(&row[0], "accounts.number")?)?);
+        }
+        for row in all("SELECT id FROM spent_broker_scrip ORDER BY id")? {
+            snapshot
+                .spent_broker_scrip
+                .push(blob(&row[0], "spent_broker_scrip.id")?);
+        }
+        for row in all("SELECT merchant, account FROM merchants ORDER BY merchant")? {
+            snapshot.merchants.push((
+                public_key_from_sql(&blob(&row[0], "merchants.merchant")?)?,
+                account_from_sql(int(&row[1], "merchants.account")?)?,
+            ));
+        }
+        let request_id = |bytes: Vec<u8>| -> Result<RequestId, StoreError> {
+            bytes
+                .try_into()
+                .map(RequestId)
+                .map_err(|_| StoreError("corrupt request id".into()))
+        };
+        for row in all("SELECT request_id, buy_request, scrip FROM intents ORDER BY request_id")? {
+            snapshot.intents.push((
+                request_id(blob(&row[0], "intents.request_id")?)?,
+                request_id(blob(&row[1], "intents.buy_request")?)?,
+                blob(&row[2], "intents.scrip")?,
+            ));
+        }
+        for row in all("SELECT merchant, scrip, record FROM payments ORDER BY merchant, scrip")? {
+            snapshot.payments.push((
+                public_key_from_sql(&blob(&row[0], "payments.merchant")?)?,
+                blob(&row[1], "payments.scrip")?,
+                blob(&row[2], "payments.record")?,
+            ));
+        }
+        Ok(snapshot)
     }
 
     fn commit(self) -> Result<(), StoreError> {
@@ -482,6 +666,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
 
 #[cfg(test)]
 mod tests {
+    use scrip_core::event::BrokerEvent;
     use std::sync::{Arc, Barrier};
 
     use scrip_core::ledger::TransferKind;
@@ -560,7 +745,7 @@ mod tests {
             tx.commit().unwrap();
             assert_owner_only(&path);
         }
-        assert_eq!(pragma(&path, "user_version"), 1);
+        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
         assert_eq!(
             pragma(&path, "application_id"),
             i64::from(SCHEMA.application_id)

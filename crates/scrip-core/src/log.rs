@@ -1,0 +1,160 @@
+//! The broker's transparency log: every event's canonical bytes as a leaf of
+//! an RFC 6962 Merkle tree, and signed checkpoints in the C2SP signed-note
+//! format (`c2sp.org/tlog-checkpoint`), so standard transparency-log tools
+//! can read them.
+//!
+//! Hashing follows RFC 6962: leaf = SHA-256(0x00 ‖ data), node =
+//! SHA-256(0x01 ‖ left ‖ right). The tree is stored as the "stored hashes" of
+//! Russ Cox's tlog layout (tlog_tiles): appending leaf n writes the leaf hash
+//! and the roots of the complete subtrees it completes, so appends touch
+//! O(log n) hashes and proofs need no rebuild.
+
+use std::cell::RefCell;
+
+use scrip_proto::crypto::SigningKey;
+use scrip_proto::{PublicKey, Timestamp};
+use tlog_tiles::{Checkpoint, Hash, HashReader};
+
+use crate::store::{BrokerTx, StoreError};
+
+/// The checkpoint origin of a broker's log: names the log and the key that signs it.
+pub fn origin(broker: &PublicKey) -> String {
+    format!("scrip-log/{broker}")
+}
+
+/// Reads stored hashes through a broker transaction.
+struct TxHashes<'a, T: BrokerTx>(RefCell<&'a mut T>);
+
+impl<T: BrokerTx> HashReader for TxHashes<'_, T> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let hashes = self
+            .0
+            .borrow_mut()
+            .log_hashes(indexes)
+            .map_err(|_| tlog_tiles::Error::IndexesNotInTree)?;
+        if hashes.len() != indexes.len() {
+            return Err(tlog_tiles::Error::IndexesNotInTree);
+        }
+        Ok(hashes.into_iter().map(Hash).collect())
+    }
+}
+
+/// Appends `data` as the next leaf; returns its index.
+pub fn append(tx: &mut impl BrokerTx, data: &[u8]) -> Result<u64, StoreError> {
+    let index = tx.log_size()?;
+    let hashes = tlog_tiles::stored_hashes(index, data, &TxHashes(RefCell::new(tx)))
+        .map_err(|e| StoreError(format!("audit log: {e}")))?;
+    let first = tlog_tiles::stored_hash_index(0, index);
+    let hashes: Vec<(u64, [u8; 32])> = hashes
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| (first + i as u64, h.0))
+        .collect();
+    tx.append_log(index, data, &hashes)?;
+    Ok(index)
+}
+
+/// The root hash of the first `size` leaves.
+pub fn root(tx: &mut impl BrokerTx, size: u64) -> Result<[u8; 32], StoreError> {
+    tlog_tiles::tree_hash(size, &TxHashes(RefCell::new(tx)))
+        .map(|h| h.0)
+        .map_err(|e| StoreError(format!("audit log: {e}")))
+}
+
+/// A signer for C2SP notes with the broker's identity key.
+struct NoteSigner<'a> {
+    name: String,
+    key: &'a SigningKey,
+}
+
+impl signed_note::Signer for NoteSigner<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn key_id(&self) -> u32 {
+        signed_note::key_id(&self.name, &note_public_key(&self.key.public_key()))
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, ed25519_dalek::SignatureError> {
+        Ok(self.key.sign_note(msg).0.to_vec())
+    }
+}
+
+/// The public key as signed notes encode it: algorithm byte 0x01 (Ed25519), then the key.
+fn note_public_key(key: &PublicKey) -> Vec<u8> {
+    let mut encoded = vec![0x01];
+    encoded.extend_from_slice(key.as_bytes());
+    encoded
+}
+
+/// Signs a checkpoint of the log at `size` with root `root`, at `now`.
+/// The time travels as the checkpoint's one extension line.
+pub fn sign_checkpoint(
+    key: &SigningKey,
+    size: u64,
+    root: [u8; 32],
+    now: Timestamp,
+) -> Result<Vec<u8>, StoreError> {
+    let origin = origin(&key.public_key());
+    let checkpoint = Checkpoint::new(&origin, size, Hash(root), &format!("time {}\n", now.0))
+        .map_err(|_| StoreError("cannot form a checkpoint".into()))?;
+    let mut note = signed_note::Note::new(&checkpoint.to_bytes(), &[])
+        .map_err(|e| StoreError(format!("cannot form a checkpoint note: {e:?}")))?;
+    note.add_sigs(&[&NoteSigner { name: origin, key }])
+        .map_err(|e| StoreError(format!("cannot sign a checkpoint: {e:?}")))?;
+    Ok(note.to_bytes())
+}
+
+/// A checkpoint whose signature verified under the broker's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCheckpoint {
+    pub size: u64,
+    pub root: [u8; 32],
+    pub time: Option<u64>,
+}
+
+/// Why a checkpoint is not the broker's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("not a signed note: {0}")]
+    Malformed(String),
+    #[error("not signed by the broker's key")]
+    BadSignature,
+    #[error("the checkpoint is for another log ({0})")]
+    WrongOrigin(String),
+}
+
+/// Verifies a signed checkpoint against the broker's public key.
+pub fn verify_checkpoint(
+    broker: &PublicKey,
+    note: &[u8],
+) -> Result<VerifiedCheckpoint, CheckpointError> {
+    let name = origin(broker);
+    let key = ed25519_dalek::VerifyingKey::from_bytes(broker.as_bytes())
+        .map_err(|_| CheckpointError::BadSignature)?;
+    let verifier =
+        signed_note::StandardVerifier::new(&signed_note::new_ed25519_verifier_key(&name, &key))
+            .map_err(|e| CheckpointError::Malformed(format!("{e:?}")))?;
+    let note = signed_note::Note::from_bytes(note)
+        .map_err(|e| CheckpointError::Malformed(format!("{e:?}")))?;
+    let verifiers = signed_note::VerifierList::new(vec![Box::new(verifier)]);
+    let (verified, _) = note
+        .verify(&verifiers)
+        .map_err(|_| CheckpointError::BadSignature)?;
+    if verified.is_empty() {
+        return Err(CheckpointError::BadSignature);
+    }
+    let checkpoint = Checkpoint::from_bytes(note.text())
+        .map_err(|_| CheckpointError::Malformed("not a checkpoint".into()))?;
+    if checkpoint.origin() != name {
+        return Err(CheckpointError::WrongOrigin(checkpoint.origin().to_owned()));
+    }
+    let time = checkpoint
+        .extension()
+        .strip_prefix("time ")
+        .and_then(|t| t.trim_end().parse().ok());
+    Ok(VerifiedCheckpoint {
+        size: checkpoint.size(),
+        root: checkpoint.hash().0,
+        time,
+    })
+}
