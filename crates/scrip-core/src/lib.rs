@@ -30,6 +30,7 @@
 //! - A merchant validates VendorScrip with no network call.
 //! - No merchant type holds an account number or PIN after registration.
 
+pub mod audit;
 pub mod broker;
 pub mod event;
 pub mod keys;

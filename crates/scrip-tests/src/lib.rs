@@ -374,6 +374,17 @@ impl Sim {
         w.wallet.balances(&mut w.store).expect("wallet balances")
     }
 
+    /// Audits the broker's store with its public key only.
+    pub fn audit(&mut self) -> scrip_core::audit::AuditReport {
+        use scrip_core::store::{BrokerStore, BrokerTx};
+        let snapshot = self
+            .broker_store
+            .begin()
+            .and_then(|mut tx| tx.snapshot())
+            .expect("broker snapshot");
+        scrip_core::audit::audit(&self.broker.info().broker, &snapshot, self.now)
+    }
+
     /// Checks that the ledger is balanced and that no account that must stay
     /// non-negative is negative. Returns the sum of balances (always zero when it holds).
     pub fn assert_conserved(&mut self) {

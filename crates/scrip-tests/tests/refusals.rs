@@ -386,6 +386,13 @@ fn wrong_pin_unknown_account_and_overdraft_are_refused() {
         );
     }
     assert_eq!(w.sim.balance(account), amount("90"));
+    let audit = w.sim.audit();
+    assert!(audit.clean(), "{:#?}", audit.findings);
+    assert_eq!(
+        audit.refused_pins.get(&account),
+        Some(&1),
+        "the wrong PIN is in the audit log"
+    );
 }
 
 #[test]
