@@ -1,7 +1,7 @@
 //! The files of a broker directory and of a peer directory.
 //!
 //! ```text
-//! broker DIR/  broker.toml  broker.seed (owner-only)  broker.db
+//! broker DIR/  broker.toml  broker.seed (owner-only)  broker.pub  broker.db
 //! peer DIR/    peer.toml    peer.seed (owner-only)    wallet.db  merchant.db
 //! ```
 //!
@@ -41,6 +41,10 @@ impl BrokerDir {
     }
     pub fn database(&self) -> PathBuf {
         self.0.join("broker.db")
+    }
+    /// The broker's public key, hex: all an auditor needs besides the database.
+    pub fn public_key(&self) -> PathBuf {
+        self.0.join("broker.pub")
     }
 }
 

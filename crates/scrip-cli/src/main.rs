@@ -24,7 +24,7 @@ use crate::output::{CliError, Report};
     about = "Peer-to-peer electronic cash: Millicent's scrip on libp2p"
 )]
 #[command(
-    after_help = "Exit status: 0 done, 1 refused by a peer (nothing changed), 2 usage or local error, 3 outcome unknown or a peer not reachable yet (safe to run again).\nThe PIN is read from SCRIP_PIN, or asked for on a terminal; never from an argument."
+    after_help = "Exit status: 0 done, 1 refused by a peer (nothing changed) or an audit that failed, 2 usage or local error, 3 outcome unknown or a peer not reachable yet (safe to run again).\nThe PIN is read from SCRIP_PIN, or asked for on a terminal; never from an argument."
 )]
 struct Cli {
     /// Print results as JSON lines: {"type", "version", "data"}.
@@ -58,6 +58,13 @@ enum Command {
     },
     /// A broker, two merchants and a customer on loopback: the whole story.
     Demo,
+    /// Checks a broker directory (live, or a copy) with the broker's public key only.
+    Audit {
+        dir: PathBuf,
+        /// The broker's public key (hex); by default the one in DIR/broker.pub.
+        #[arg(long)]
+        broker_key: Option<scrip_proto::PublicKey>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -259,6 +266,11 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
             print(report);
         }
         Command::Demo => cmd::demo::run().await?,
+        Command::Audit { dir, broker_key } => {
+            let (report, verdict) = cmd::audit::run(&dir, broker_key)?;
+            print(report);
+            verdict?;
+        }
     }
     Ok(())
 }

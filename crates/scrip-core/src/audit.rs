@@ -129,6 +129,21 @@ pub fn audit(broker: &PublicKey, snapshot: &BrokerSnapshot, now: Timestamp) -> A
     report
 }
 
+/// Minor units as a decimal amount, signed: `-12.50`.
+fn money(minor: impl Into<i128>) -> String {
+    let minor: i128 = minor.into();
+    let shown = u64::try_from(minor.unsigned_abs())
+        .ok()
+        .and_then(scrip_proto::Amount::from_minor)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| format!("{minor} minor units"));
+    if minor < 0 {
+        format!("-{shown}")
+    } else {
+        shown
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

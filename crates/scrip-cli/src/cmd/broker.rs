@@ -25,6 +25,13 @@ pub fn init(dir: &Path, currency: &str) -> Result<Report, CliError> {
         },
     )?;
     SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
+    let public_key = BrokerKeys::from_seed(&seed).public_key();
+    std::fs::write(layout.public_key(), format!("{public_key}\n")).map_err(|e| {
+        CliError::local(format!(
+            "cannot write {}: {e}",
+            layout.public_key().display()
+        ))
+    })?;
     let peer = scrip_node::keypair(&BrokerKeys::from_seed(&seed).signing)
         .public()
         .to_peer_id();

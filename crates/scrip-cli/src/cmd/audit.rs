@@ -1,0 +1,111 @@
+//! `scrip audit DIR`: checks a broker directory (live or a copy) with the broker's public key only.
+
+use std::path::Path;
+
+use scrip_core::audit::{audit, AuditReport};
+use scrip_core::store::{BrokerStore, BrokerTx};
+use scrip_proto::PublicKey;
+use scrip_store_sqlite::SqliteBrokerStore;
+use serde_json::json;
+
+use crate::dirs::BrokerDir;
+use crate::output::{CliError, Failure, Report};
+
+/// Audits the broker database in `dir` against `key`, or the key in
+/// `DIR/broker.pub`. The report is printed either way; the error says it failed.
+pub fn run(dir: &Path, key: Option<PublicKey>) -> Result<(Report, Result<(), CliError>), CliError> {
+    let layout = BrokerDir(dir.to_owned());
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let text = std::fs::read_to_string(layout.public_key()).map_err(|e| {
+                CliError::local(format!(
+                    "cannot read {}: {e}",
+                    layout.public_key().display()
+                ))
+                .with_hint("pass the broker's public key with --broker-key")
+            })?;
+            text.trim()
+                .parse()
+                .map_err(|e| CliError::local(format!("{}: {e}", layout.public_key().display())))?
+        }
+    };
+    if !layout.database().exists() {
+        return Err(CliError::local(format!(
+            "{} does not exist: is {} a broker directory?",
+            layout.database().display(),
+            dir.display()
+        )));
+    }
+    let mut store = SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
+    let snapshot = store.begin().and_then(|mut tx| tx.snapshot());
+    let report = match snapshot {
+        Ok(snapshot) => audit(&key, &snapshot, scrip_node::now()),
+        // A table too damaged to read is itself a finding.
+        Err(error) => {
+            let mut report = AuditReport::default();
+            report.findings.push(scrip_core::audit::Finding {
+                check: scrip_core::audit::Check::Ledger,
+                location: "the database".into(),
+                expected: "readable tables".into(),
+                found: error.to_string(),
+            });
+            report
+        }
+    };
+    let text = render(&report);
+    let data = json!({
+        "clean": report.clean(),
+        "log_size": report.log_size,
+        "checkpoint_size": report.latest_checkpoint.as_ref().map(|c| c.size),
+        "refused_double_spends": report.refused_double_spends,
+        "refused_pins": report.refused_pins.iter().map(|(a, n)| json!({ "account": a.to_string(), "count": n })).collect::<Vec<_>>(),
+        "pending_intents": report.pending_intents,
+        "findings": report.findings.iter().map(|f| json!({ "check": f.check.to_string(), "location": f.location, "expected": f.expected, "found": f.found })).collect::<Vec<_>>(),
+    });
+    let verdict = if report.clean() {
+        Ok(())
+    } else {
+        Err(CliError {
+            failure: Failure::Refused,
+            message: format!("the audit found {} discrepancies", report.findings.len()),
+            hint: None,
+        })
+    };
+    Ok((Report::new("audit", text, data), verdict))
+}
+
+fn render(report: &AuditReport) -> String {
+    let mut text = format!("log: {} entries", report.log_size);
+    if let Some(checkpoint) = &report.latest_checkpoint {
+        text.push_str(&format!(
+            ", latest signed checkpoint covers {}",
+            checkpoint.size
+        ));
+    }
+    text.push_str(&format!(
+        "\nmisuse: {} refused double spends, {} wrong PINs",
+        report.refused_double_spends,
+        report.refused_pins.values().sum::<u64>()
+    ));
+    for (account, count) in &report.refused_pins {
+        text.push_str(&format!("\n  account {account}: {count} wrong PINs"));
+    }
+    if report.pending_intents > 0 {
+        text.push_str(&format!(
+            "\nmatching: {} recent intents still wait for their payment records",
+            report.pending_intents
+        ));
+    }
+    if report.clean() {
+        text.push_str("\naudit passed: log, ledger, matching, conservation and misuse all hold");
+    } else {
+        for finding in &report.findings {
+            text.push_str(&format!(
+                "\nFAIL [{}] {}: expected {}, found {}",
+                finding.check, finding.location, finding.expected, finding.found
+            ));
+        }
+    }
+    text
+}
