@@ -495,8 +495,8 @@ fn compare_ledger(replay: &Replay, snapshot: &BrokerSnapshot, report: &mut Audit
             report.find(
                 Check::Ledger,
                 format!("table balances row {account}"),
-                balance.to_string(),
-                found.to_string(),
+                money(*balance),
+                money(found),
             );
         }
     }
@@ -505,8 +505,8 @@ fn compare_ledger(replay: &Replay, snapshot: &BrokerSnapshot, report: &mut Audit
             report.find(
                 Check::Ledger,
                 format!("table balances row {account}"),
-                "0 (the log records no movement)",
-                balance.to_string(),
+                "0.00 (the log records no movement)",
+                money(*balance),
             );
         }
     }
@@ -664,8 +664,8 @@ fn check_conservation(replay: &Replay, snapshot: &BrokerSnapshot, report: &mut A
         report.find(
             Check::Conservation,
             "the log",
-            format!("deposits - withdrawals = {outside}"),
-            format!("accounts + outstanding scrip = {inside}"),
+            format!("deposits - withdrawals = {}", money(outside)),
+            format!("accounts + outstanding scrip = {}", money(inside)),
         );
     }
     let mut stored = Vec::new();
@@ -685,8 +685,8 @@ fn check_conservation(replay: &Replay, snapshot: &BrokerSnapshot, report: &mut A
         report.find(
             Check::Conservation,
             "table balances",
-            format!("deposits - withdrawals = {outside}"),
-            format!("accounts + outstanding scrip = {inside}"),
+            format!("deposits - withdrawals = {}", money(outside)),
+            format!("accounts + outstanding scrip = {}", money(inside)),
         );
     }
 }
