@@ -164,6 +164,8 @@ enum WalletCommand {
     },
     /// What the wallet holds, by kind and merchant.
     Balance,
+    /// Checks every log receipt the wallet kept: still in the broker's log, and the log only grew.
+    Verify,
 }
 
 fn main() -> ExitCode {
@@ -262,6 +264,7 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                     .await?
                 }
                 WalletCommand::Balance => cmd::wallet::balance(&mut customer).await?,
+                WalletCommand::Verify => cmd::wallet::verify(&mut customer).await?,
             };
             print(report);
         }

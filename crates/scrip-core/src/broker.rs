@@ -9,11 +9,11 @@
 
 use scrip_proto::crypto::{digest, Labelled, Proved, Signed, StampingSecret};
 use scrip_proto::msg::{
-    customer_secret_aad, envelope_aad, purpose, BrokerInfo, BrokerRequest, BrokerResponse,
-    BrokerScripIssued, BrokerScripOrder, BrokerScripRenewed, Intent, IntentReceipt, IssuedScrip,
-    MerchantRegistered, MerchantSecrets, ObtainBrokerScrip, ObtainVendorScrip, PaymentRecord,
-    PaymentRecords, PaymentRecordsAck, Purchase, RecordOutcome, RegisterMerchant, RenewBrokerScrip,
-    VendorScripIssued,
+    customer_secret_aad, envelope_aad, purpose, AuditRequest, AuditResponse, BrokerInfo,
+    BrokerRequest, BrokerResponse, BrokerScripIssued, BrokerScripOrder, BrokerScripRenewed, Intent,
+    IntentReceipt, IssuedScrip, LogReceipt, MerchantRegistered, MerchantSecrets, ObtainBrokerScrip,
+    ObtainVendorScrip, PaymentRecord, PaymentRecords, PaymentRecordsAck, Purchase, RecordOutcome,
+    RegisterMerchant, RenewBrokerScrip, VendorScripIssued,
 };
 use scrip_proto::{
     decode, encode, AccountNumber, Amount, Currency, CustId, HpkePublicKey, MerchantId, Pin,
@@ -343,12 +343,16 @@ impl Broker {
                     })
                 };
             }
+            let size_before = tx.log_size()?;
             let response = self.dispatch(tx, now, rng, request)?;
+            // The step's first event is the leaf its receipt points at.
+            let leaf = (tx.log_size()? > size_before).then_some(size_before);
             tx.store_response(
                 &request_id,
                 &StoredResponse {
                     request_digest,
                     response: encode(&response),
+                    leaf,
                 },
             )?;
             Ok(response)
@@ -357,6 +361,67 @@ impl Broker {
             self.record_refusal(store, now, refusal);
         }
         result.unwrap_or_else(BrokerResponse::Refused)
+    }
+
+    /// The receipt for a request this broker answered and logged: the leaf
+    /// that records it and the latest signed checkpoint. `None` for requests
+    /// never answered or that logged nothing.
+    pub fn receipt(
+        &self,
+        store: &mut impl BrokerStore,
+        request_id: scrip_proto::RequestId,
+    ) -> Result<Option<LogReceipt>, Refusal> {
+        reading(store, |tx| {
+            let Some(leaf_index) = tx
+                .stored_response(&request_id)?
+                .and_then(|stored| stored.leaf)
+            else {
+                return Ok(None);
+            };
+            let Some((_, checkpoint)) = tx.latest_checkpoint()? else {
+                return Ok(None);
+            };
+            Ok(Some(LogReceipt {
+                request_id,
+                leaf_index,
+                leaf_hash: log::leaf_hash(tx, leaf_index)?,
+                checkpoint,
+            }))
+        })
+    }
+
+    /// Answers questions about the log: the latest checkpoint, inclusion and consistency proofs.
+    pub fn handle_audit(
+        &self,
+        store: &mut impl BrokerStore,
+        request: &AuditRequest,
+    ) -> AuditResponse {
+        let answer = reading(store, |tx| {
+            let size = tx.log_size()?;
+            match *request {
+                AuditRequest::Checkpoint => tx
+                    .latest_checkpoint()?
+                    .map(|(_, note)| AuditResponse::Checkpoint(note))
+                    .ok_or_else(|| Refusal::invalid_request("the log is empty")),
+                AuditRequest::Inclusion {
+                    leaf_index,
+                    tree_size,
+                } if leaf_index < tree_size && tree_size <= size => Ok(AuditResponse::Proof(
+                    log::prove_inclusion(tx, tree_size, leaf_index)?,
+                )),
+                AuditRequest::Consistency { old_size, new_size }
+                    if 1 <= old_size && old_size <= new_size && new_size <= size =>
+                {
+                    Ok(AuditResponse::Proof(log::prove_consistency(
+                        tx, new_size, old_size,
+                    )?))
+                }
+                _ => Err(Refusal::invalid_request(format!(
+                    "no such proof in a log of {size} leaves"
+                ))),
+            }
+        });
+        answer.unwrap_or_else(AuditResponse::Refused)
     }
 
     /// Records the refusals an auditor looks for as misuse (double spends,

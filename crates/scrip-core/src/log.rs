@@ -61,6 +61,59 @@ pub fn root(tx: &mut impl BrokerTx, size: u64) -> Result<[u8; 32], StoreError> {
         .map_err(|e| StoreError(format!("audit log: {e}")))
 }
 
+/// An inclusion proof of leaf `leaf` in the tree of `size` leaves.
+pub fn prove_inclusion(
+    tx: &mut impl BrokerTx,
+    size: u64,
+    leaf: u64,
+) -> Result<Vec<[u8; 32]>, StoreError> {
+    tlog_tiles::prove_record(size, leaf, &TxHashes(RefCell::new(tx)))
+        .map(|p| p.into_iter().map(|h| h.0).collect())
+        .map_err(|e| StoreError(format!("audit log: {e}")))
+}
+
+/// A consistency proof from the tree of `old` leaves to the tree of `new` leaves.
+pub fn prove_consistency(
+    tx: &mut impl BrokerTx,
+    new: u64,
+    old: u64,
+) -> Result<Vec<[u8; 32]>, StoreError> {
+    tlog_tiles::prove_tree(new, old, &TxHashes(RefCell::new(tx)))
+        .map(|p| p.into_iter().map(|h| h.0).collect())
+        .map_err(|e| StoreError(format!("audit log: {e}")))
+}
+
+/// True if `proof` shows leaf `leaf` with hash `leaf_hash` in the tree of `size` leaves with root `root`.
+pub fn check_inclusion(
+    proof: &[[u8; 32]],
+    size: u64,
+    root: [u8; 32],
+    leaf: u64,
+    leaf_hash: [u8; 32],
+) -> bool {
+    let proof: Vec<Hash> = proof.iter().copied().map(Hash).collect();
+    tlog_tiles::check_record(&proof, size, Hash(root), leaf, Hash(leaf_hash)).is_ok()
+}
+
+/// True if `proof` shows the tree of `old` leaves (root `old_root`) is a prefix of the tree of `new` leaves (root `new_root`).
+pub fn check_consistency(
+    proof: &[[u8; 32]],
+    new: u64,
+    new_root: [u8; 32],
+    old: u64,
+    old_root: [u8; 32],
+) -> bool {
+    let proof: Vec<Hash> = proof.iter().copied().map(Hash).collect();
+    tlog_tiles::check_tree(&proof, new, Hash(new_root), old, Hash(old_root)).is_ok()
+}
+
+/// The RFC 6962 hash of leaf `leaf`, as stored.
+pub fn leaf_hash(tx: &mut impl BrokerTx, leaf: u64) -> Result<[u8; 32], StoreError> {
+    tx.log_hashes(&[tlog_tiles::stored_hash_index(0, leaf)])?
+        .pop()
+        .ok_or_else(|| StoreError(format!("no hash for log leaf {leaf}")))
+}
+
 /// A signer for C2SP notes with the broker's identity key.
 struct NoteSigner<'a> {
     name: String,

@@ -276,6 +276,7 @@ impl Merchant {
             &StoredResponse {
                 request_digest,
                 response: encode(&delivered),
+                leaf: None,
             },
         )?;
         tx.commit()?;

@@ -40,6 +40,8 @@ pub struct StoredResponse {
     /// The digest of the request's canonical bytes: a retry must match it.
     pub request_digest: [u8; 32],
     pub response: Vec<u8>,
+    /// The broker's log leaf that records the step, if it was logged.
+    pub leaf: Option<u64>,
 }
 
 /// A customer account. Its balance lives in the ledger, under [`LedgerAccount::Customer`].
@@ -193,6 +195,8 @@ pub trait BrokerTx {
     ) -> Result<(), StoreError>;
     /// Keeps a signed checkpoint (C2SP note bytes) of the log at `size`.
     fn put_checkpoint(&mut self, size: u64, note: &[u8]) -> Result<(), StoreError>;
+    /// The checkpoint of the largest size kept, with its size.
+    fn latest_checkpoint(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
     /// Everything an auditor reads, in one consistent view.
     fn snapshot(&mut self) -> Result<BrokerSnapshot, StoreError>;
 
@@ -268,6 +272,8 @@ pub struct PendingRequest {
 pub enum WalletReceipt {
     Intent(scrip_proto::crypto::Signed<IntentReceipt>),
     Purchase(scrip_proto::crypto::Signed<MerchantReceipt>),
+    /// The broker's evidence that it logged a request of this wallet.
+    Log(scrip_proto::msg::LogReceipt),
 }
 
 /// A wallet's storage.

@@ -506,6 +506,19 @@ impl Wallet {
         Ok(())
     }
 
+    /// Keeps the broker's log receipt for a request, to verify later that the
+    /// broker's log still holds it.
+    pub fn keep_log_receipt(
+        &self,
+        store: &mut impl WalletStore,
+        receipt: scrip_proto::msg::LogReceipt,
+    ) -> Result<(), WalletError> {
+        let mut tx = store.begin()?;
+        tx.add_receipt(&WalletReceipt::Log(receipt))?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// All pending requests, to resend after a restart or a lost connection.
     pub fn pending(
         &self,

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use libp2p::Multiaddr;
 use scrip_core::Broker;
-use scrip_proto::msg::{BrokerRequest, BrokerResponse, MerchantEntry};
+use scrip_proto::msg::{
+    AuditRequest, AuditResponse, BrokerAnswer, BrokerRequest, BrokerResponse, MerchantEntry,
+};
 use scrip_proto::{decode, encode, Refusal};
 use scrip_store_sqlite::SqliteBrokerStore;
 
@@ -48,18 +50,41 @@ impl BrokerService {
             });
             return encode(&directory);
         }
-        let response = match decode::<BrokerRequest>(&inbound.request) {
-            Ok(request) if protocol::for_broker_request(&request) == inbound.protocol => self
-                .broker
-                .handle(&mut *store, now(), &mut rand::rngs::OsRng, &request),
-            Ok(request) => BrokerResponse::Refused(Refusal::invalid_request(format!(
-                "a {} request does not belong on {}",
-                protocol::for_broker_request(&request),
-                inbound.protocol
-            ))),
-            Err(error) => BrokerResponse::Refused(error.into()),
+        if inbound.protocol == protocol::AUDIT {
+            let answer = match decode::<AuditRequest>(&inbound.request) {
+                Ok(request) => self.broker.handle_audit(&mut *store, &request),
+                Err(error) => AuditResponse::Refused(error.into()),
+            };
+            return encode(&answer);
+        }
+        let (response, request_id) = match decode::<BrokerRequest>(&inbound.request) {
+            Ok(request) if protocol::for_broker_request(&request) == inbound.protocol => (
+                self.broker
+                    .handle(&mut *store, now(), &mut rand::rngs::OsRng, &request),
+                request.request_id(),
+            ),
+            Ok(request) => (
+                BrokerResponse::Refused(Refusal::invalid_request(format!(
+                    "a {} request does not belong on {}",
+                    protocol::for_broker_request(&request),
+                    inbound.protocol
+                ))),
+                None,
+            ),
+            Err(error) => (BrokerResponse::Refused(error.into()), None),
         };
-        encode(&response)
+        // A retry gets the receipt of the first answer: the same leaf, a newer checkpoint.
+        let receipt = match (&response, request_id) {
+            (BrokerResponse::Refused(_), _) | (_, None) => None,
+            (_, Some(id)) => self
+                .broker
+                .receipt(&mut *store, id)
+                .unwrap_or_else(|refusal| {
+                    tracing::warn!(%refusal, "cannot make a log receipt");
+                    None
+                }),
+        };
+        encode(&BrokerAnswer { response, receipt })
     }
 }
 

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use scrip_proto::msg::{
-    BrokerInfo, BrokerRequest, BrokerResponse, MerchantDirectory, MerchantEntry,
+    AuditRequest, AuditResponse, BrokerAnswer, BrokerInfo, BrokerRequest, BrokerResponse,
+    MerchantDirectory, MerchantEntry,
 };
 use scrip_proto::{decode, encode, Refusal};
 
@@ -90,7 +91,7 @@ impl BrokerLink {
 
     /// Sends canonical request bytes and decodes the answer. A
     /// [`Refusal::Unavailable`] answer is retried like a lost connection.
-    pub async fn call_bytes(&self, request: &[u8]) -> Result<BrokerResponse, NetError> {
+    pub async fn call_bytes(&self, request: &[u8]) -> Result<BrokerAnswer, NetError> {
         let decoded: BrokerRequest = decode(request)
             .map_err(|e| NetError::BadAnswer(format!("not a broker request: {e}")))?;
         let protocol = protocol::for_broker_request(&decoded);
@@ -104,18 +105,33 @@ impl BrokerLink {
                 request,
             )
             .await?;
-            let response: BrokerResponse =
+            let answer: BrokerAnswer =
                 decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))?;
-            if response != BrokerResponse::Refused(Refusal::Unavailable) || attempt == ATTEMPTS {
-                return Ok(response);
+            if answer.response != BrokerResponse::Refused(Refusal::Unavailable)
+                || attempt == ATTEMPTS
+            {
+                return Ok(answer);
             }
             tokio::time::sleep(FIRST_BACKOFF * attempt).await;
             attempt += 1;
         }
     }
 
-    pub async fn call(&self, request: &BrokerRequest) -> Result<BrokerResponse, NetError> {
+    pub async fn call(&self, request: &BrokerRequest) -> Result<BrokerAnswer, NetError> {
         self.call_bytes(&encode(request)).await
+    }
+
+    /// Asks the broker about its log (`/scrip/audit/1`).
+    pub async fn audit(&self, request: &AuditRequest) -> Result<AuditResponse, NetError> {
+        let bytes = call_with_retry(
+            &self.node,
+            self.broker,
+            std::slice::from_ref(&self.address),
+            protocol::AUDIT,
+            &encode(request),
+        )
+        .await?;
+        decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))
     }
 
     /// The registered merchants.

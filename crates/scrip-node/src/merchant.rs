@@ -85,7 +85,7 @@ impl MerchantService {
                 Ok(None) => return Ok(total),
                 Err(refusal) => return Err(NetError::Request(refusal.to_string())),
             };
-            let response = link.call(&batch).await?;
+            let response = link.call(&batch).await?.response;
             let mut store = self
                 .store
                 .lock()
@@ -168,7 +168,7 @@ impl MerchantNode {
                 setup.pin,
             )
             .map_err(MerchantStartError::Refused)?;
-        match link.call(&registration).await? {
+        match link.call(&registration).await?.response {
             BrokerResponse::MerchantRegistered(_) => {}
             BrokerResponse::Refused(refusal) => return Err(MerchantStartError::Refused(refusal)),
             other => {

@@ -46,6 +46,7 @@ macro_rules! for_each_step {
         $on!(register, REGISTER);
         $on!(intent, INTENT);
         $on!(payment_record, PAYMENT_RECORD);
+        $on!(audit, AUDIT);
         $on!(buy, BUY);
         $on!(catalog, CATALOG);
     };
@@ -114,6 +115,7 @@ struct Behaviour {
     register: Toggle<Steps>,
     intent: Toggle<Steps>,
     payment_record: Toggle<Steps>,
+    audit: Toggle<Steps>,
     buy: Toggle<Steps>,
     catalog: Toggle<Steps>,
     identify: identify::Behaviour,
@@ -385,6 +387,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NetError> {
             register: step(REGISTER),
             intent: step(INTENT),
             payment_record: step(PAYMENT_RECORD),
+            audit: step(AUDIT),
             buy: step(BUY),
             catalog: step(CATALOG),
             identify: identify::Behaviour::new(identify::Config::new(
@@ -723,6 +726,7 @@ fn split_step_event(
         BehaviourEvent::Register(e) => (REGISTER, e),
         BehaviourEvent::Intent(e) => (INTENT, e),
         BehaviourEvent::PaymentRecord(e) => (PAYMENT_RECORD, e),
+        BehaviourEvent::Audit(e) => (AUDIT, e),
         BehaviourEvent::Buy(e) => (BUY, e),
         BehaviourEvent::Catalog(e) => (CATALOG, e),
         other => return Err(other),

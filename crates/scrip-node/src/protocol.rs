@@ -13,11 +13,13 @@ pub const RENEW: StreamProtocol = StreamProtocol::new("/scrip/renew/1");
 pub const REGISTER: StreamProtocol = StreamProtocol::new("/scrip/register/1");
 pub const INTENT: StreamProtocol = StreamProtocol::new("/scrip/intent/1");
 pub const PAYMENT_RECORD: StreamProtocol = StreamProtocol::new("/scrip/payment-record/1");
+/// Questions about the broker's log: [`scrip_proto::msg::AuditRequest`] → [`scrip_proto::msg::AuditResponse`].
+pub const AUDIT: StreamProtocol = StreamProtocol::new("/scrip/audit/1");
 pub const BUY: StreamProtocol = StreamProtocol::new("/scrip/buy/1");
 pub const CATALOG: StreamProtocol = StreamProtocol::new("/scrip/catalog/1");
 
 /// What the broker serves.
-pub const BROKER_PROTOCOLS: [StreamProtocol; 8] = [
+pub const BROKER_PROTOCOLS: [StreamProtocol; 9] = [
     INFO,
     MERCHANTS,
     BROKER_SCRIP,
@@ -26,6 +28,7 @@ pub const BROKER_PROTOCOLS: [StreamProtocol; 8] = [
     REGISTER,
     INTENT,
     PAYMENT_RECORD,
+    AUDIT,
 ];
 /// What a merchant serves.
 pub const MERCHANT_PROTOCOLS: [StreamProtocol; 2] = [BUY, CATALOG];

@@ -83,7 +83,9 @@ async fn broker_answer(
     let bytes = ask(node, broker.0, &broker.1, protocol, request)
         .await
         .unwrap_or_else(|e| panic!("{what}: the broker gave no answer: {e}"));
-    decode(&bytes).unwrap_or_else(|e| panic!("{what}: the broker's answer is not a response: {e}"))
+    decode::<scrip_proto::msg::BrokerAnswer>(&bytes)
+        .unwrap_or_else(|e| panic!("{what}: the broker's answer is not a response: {e}"))
+        .response
 }
 
 /// Asks the merchant and decodes its answer, which must come.
@@ -482,7 +484,9 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
         .await
         .expect("a framed request gets an answer");
     assert_broker_malformed(
-        decode(&answer).expect("a broker response"),
+        decode::<scrip_proto::msg::BrokerAnswer>(&answer)
+            .expect("a broker response")
+            .response,
         "a framed garbage request from a raw client",
     );
     // A length prefix above the limit, with no body.

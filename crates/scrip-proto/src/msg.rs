@@ -378,3 +378,46 @@ pub struct MerchantEntry {
 
 /// The broker's answer to a directory request.
 pub type MerchantDirectory = Result<Vec<MerchantEntry>, Refusal>;
+
+// ---- Audit --------------------------------------------------------------
+
+/// The broker's evidence that it logged what a request did: the leaf, and a
+/// checkpoint of the log that includes it. Peers keep these and later check
+/// that every one is still in the log and that the log only grew.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct LogReceipt {
+    pub request_id: RequestId,
+    pub leaf_index: u64,
+    /// RFC 6962 leaf hash of the event's canonical bytes.
+    pub leaf_hash: [u8; 32],
+    /// A C2SP signed-note checkpoint of a log of more than `leaf_index` leaves.
+    pub checkpoint: Vec<u8>,
+}
+
+/// What the broker answers on every step protocol.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BrokerAnswer {
+    pub response: BrokerResponse,
+    /// Present when the request has an id and its step was logged.
+    pub receipt: Option<LogReceipt>,
+}
+
+/// Questions anyone may ask about the broker's log (`/scrip/audit/1`).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum AuditRequest {
+    /// The latest signed checkpoint.
+    Checkpoint,
+    /// An RFC 6962 inclusion proof of a leaf in the tree of `tree_size` leaves.
+    Inclusion { leaf_index: u64, tree_size: u64 },
+    /// A consistency proof between two tree sizes.
+    Consistency { old_size: u64, new_size: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum AuditResponse {
+    /// A C2SP signed-note checkpoint.
+    Checkpoint(Vec<u8>),
+    /// The hashes of an inclusion or consistency proof.
+    Proof(Vec<[u8; 32]>),
+    Refused(Refusal),
+}

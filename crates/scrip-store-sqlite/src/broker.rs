@@ -18,7 +18,7 @@ pub(crate) const SCHEMA: Schema = Schema {
     role: "broker",
     // "scrB"
     application_id: 0x7363_7242,
-    migrations: &[MIGRATION_1, MIGRATION_2],
+    migrations: &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
 };
 
 const MIGRATION_1: &str = "
@@ -103,6 +103,9 @@ CREATE TABLE checkpoints (
     note BLOB NOT NULL
 ) STRICT;
 ";
+
+/// Each stored response remembers the log leaf of its step, for receipts.
+const MIGRATION_3: &str = "ALTER TABLE responses ADD COLUMN leaf INTEGER;";
 
 crate::db::sqlite_store!(
     /// The broker's [`BrokerStore`] in one SQLite file.
@@ -543,6 +546,19 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             .and_then(|mut statement| statement.execute(params![size, note]))
             .map(drop)
             .map_err(failed("cannot store checkpoint"))
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.tx
+            .prepare_cached("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([], |row| {
+                        Ok((row.get::<_, i64>(0)? as u64, row.get::<_, Vec<u8>>(1)?))
+                    })
+                    .optional()
+            })
+            .map_err(failed("cannot read the latest checkpoint"))
     }
 
     fn snapshot(&mut self) -> Result<BrokerSnapshot, StoreError> {
@@ -1090,7 +1106,7 @@ mod tests {
                  INSERT INTO accounts VALUES (100000000001, 'a', 'h', x'0102', 0);
                  INSERT INTO accounts VALUES (100000000002, 'b', 'h', NULL, -1);
                  INSERT INTO merchants VALUES (zeroblob(32), 'm', 1, x'00', 0);
-                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'');",
+                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'', NULL);",
             )
             .unwrap();
         let mut tx = store.begin().unwrap();

@@ -294,19 +294,31 @@ pub(crate) fn stored_response(
     request: &RequestId,
 ) -> Result<Option<StoredResponse>, StoreError> {
     let row = conn
-        .prepare_cached("SELECT request_digest, response FROM responses WHERE request_id = ?1")
+        .prepare_cached(
+            "SELECT request_digest, response, leaf FROM responses WHERE request_id = ?1",
+        )
         .and_then(|mut statement| {
             statement
                 .query_row([request.as_bytes()], |row| {
-                    Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, Vec<u8>>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
                 })
                 .optional()
         })
         .map_err(failed("cannot read stored response"))?;
-    row.map(|(digest, response)| {
+    row.map(|(digest, response, leaf)| {
         Ok(StoredResponse {
             request_digest: digest_from_sql(&digest)?,
             response,
+            leaf: leaf
+                .map(|l| {
+                    u64::try_from(l)
+                        .map_err(|_| StoreError("corrupt leaf index in responses".into()))
+                })
+                .transpose()?,
         })
     })
     .transpose()
@@ -320,13 +332,14 @@ pub(crate) fn store_response(
     response: &StoredResponse,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO responses (request_id, request_digest, response) VALUES (?1, ?2, ?3)",
+        "INSERT INTO responses (request_id, request_digest, response, leaf) VALUES (?1, ?2, ?3, ?4)",
     )
     .and_then(|mut statement| {
         statement.execute(params![
             request.as_bytes(),
             response.request_digest,
-            response.response
+            response.response,
+            response.leaf.map(|l| l as i64)
         ])
     })
     .map(drop)
@@ -535,7 +548,10 @@ mod tests {
         for thread in threads {
             thread.join().unwrap().unwrap();
         }
-        assert_eq!(pragma(&path, "user_version"), 1);
+        assert_eq!(
+            pragma(&path, "user_version"),
+            crate::merchant::SCHEMA.version()
+        );
         let mut store = SqliteMerchantStore::open(&path).unwrap();
         assert_eq!(
             store

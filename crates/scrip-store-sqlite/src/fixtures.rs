@@ -132,6 +132,7 @@ pub(crate) fn response(byte: u8) -> StoredResponse {
     StoredResponse {
         request_digest: Mac([byte; 32]).0,
         response: vec![byte; 40],
+        leaf: Some(u64::from(byte)),
     }
 }
 

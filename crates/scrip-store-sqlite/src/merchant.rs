@@ -11,7 +11,7 @@ pub(crate) const SCHEMA: Schema = Schema {
     role: "merchant",
     // "scrM"
     application_id: 0x7363_724d,
-    migrations: &[MIGRATION_1],
+    migrations: &[MIGRATION_1, MIGRATION_2],
 };
 
 const MIGRATION_1: &str = "
@@ -34,6 +34,9 @@ CREATE TABLE outbox (
     record BLOB NOT NULL
 ) STRICT;
 ";
+
+/// Responses share their table's shape with the broker's, which records log leaves.
+const MIGRATION_2: &str = "ALTER TABLE responses ADD COLUMN leaf INTEGER;";
 
 crate::db::sqlite_store!(
     /// A merchant's [`MerchantStore`] in one SQLite file.
@@ -151,7 +154,7 @@ mod tests {
             tx.commit().unwrap();
             assert_owner_only(&path);
         }
-        assert_eq!(pragma(&path, "user_version"), 1);
+        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
         assert_eq!(
             pragma(&path, "application_id"),
             i64::from(SCHEMA.application_id)
@@ -248,7 +251,7 @@ mod tests {
             .conn
             .execute_batch(
                 "INSERT INTO outbox (scrip, record) VALUES (x'01', x'0102');
-                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'');",
+                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'', NULL);",
             )
             .unwrap();
         let mut tx = store.begin().unwrap();

@@ -202,3 +202,28 @@ pub async fn balance(customer: &mut Customer) -> Result<Report, CliError> {
         json!({ "currency": currency.to_string(), "broker_scrip": balances.broker_scrip.to_string(), "vendor_scrip": vendor, "pending": balances.pending.to_string() }),
     ))
 }
+
+pub async fn verify(customer: &mut Customer) -> Result<Report, CliError> {
+    let verification = customer.verify_log().await?;
+    let data = json!({ "log_size": verification.log_size, "receipts": verification.receipts, "problems": verification.problems });
+    if verification.problems.is_empty() {
+        return Ok(Report::new(
+            "log-verified",
+            format!(
+                "all {} receipts are in the broker's log of {} entries, and the log only grew",
+                verification.receipts, verification.log_size
+            ),
+            data,
+        ));
+    }
+    Err(CliError {
+        failure: crate::output::Failure::Refused,
+        message: format!(
+            "the broker's log does not hold what it signed for this wallet:\n{}",
+            verification.problems.join("\n")
+        ),
+        hint: Some(
+            "keep this wallet directory as evidence and run `scrip audit` on the broker".into(),
+        ),
+    })
+}
