@@ -1,0 +1,112 @@
+//! A wallet keeps the broker's log receipts and can later prove that the
+//! broker rolled its log back.
+
+use rand::rngs::OsRng;
+use scrip_core::{Broker, BrokerConfig, BrokerKeys, PinHashing, WalletKeys};
+use scrip_node::broker::BrokerNode;
+use scrip_node::customer::Customer;
+use scrip_node::{now, NetOptions};
+use scrip_proto::{Amount, Secret32};
+use scrip_store_sqlite::{SqliteBrokerStore, SqliteWalletStore};
+
+fn broker(seed: &Secret32) -> Broker {
+    let mut config = BrokerConfig::new("EUR".parse().unwrap());
+    config.pin_hashing = PinHashing::FAST_INSECURE;
+    Broker::new(BrokerKeys::from_seed(seed), config)
+}
+
+async fn start(seed: &Secret32, db: &std::path::Path) -> BrokerNode {
+    BrokerNode::start(
+        broker(seed),
+        db,
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        NetOptions::default(),
+    )
+    .await
+    .expect("broker starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_verify_until_the_broker_rolls_its_log_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("broker.db");
+    let wallet_db = dir.path().join("wallet.db");
+    let broker_seed = Secret32::random(&mut OsRng);
+    let wallet_seed = Secret32::random(&mut OsRng);
+    let node = start(&broker_seed, &db).await;
+
+    let operator = broker(&broker_seed);
+    let mut books = SqliteBrokerStore::open(&db).unwrap();
+    let alice = operator
+        .open_account(&mut books, now(), &mut OsRng, "alice")
+        .unwrap();
+    operator
+        .deposit(&mut books, now(), alice.number, "10".parse().unwrap())
+        .unwrap();
+
+    let address = node.node.listen_addresses()[0].clone();
+    let mut customer = Customer::connect(
+        address,
+        WalletKeys::from_seed(&wallet_seed),
+        SqliteWalletStore::open(&wallet_db).unwrap(),
+        NetOptions::default(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        customer
+            .obtain_broker_scrip(
+                alice.number,
+                alice.pin.clone(),
+                Amount::from_major(1).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let verified = customer.verify_log().await.unwrap();
+    assert_eq!(verified.receipts, 3);
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+    assert_eq!(
+        verified.log_size, 5,
+        "account opened, deposit, three BrokerScrip issued"
+    );
+    drop(customer);
+    node.node.shutdown().await;
+
+    // The operator rolls the log back two entries: leaves, their hashes and the
+    // checkpoints that covered them, so what remains is signed and consistent.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DELETE FROM events WHERE seq > 3;
+         DELETE FROM checkpoints WHERE size > 3;
+         DELETE FROM log_hashes WHERE idx >= 4;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let node = start(&broker_seed, &db).await;
+    let address = node.node.listen_addresses()[0].clone();
+    let mut customer = Customer::connect(
+        address,
+        WalletKeys::from_seed(&wallet_seed),
+        SqliteWalletStore::open(&wallet_db).unwrap(),
+        NetOptions::default(),
+    )
+    .await
+    .unwrap();
+    let verified = customer.verify_log().await.unwrap();
+    assert_eq!(verified.log_size, 3);
+    assert_eq!(verified.receipts, 3);
+    assert_eq!(
+        verified.problems.len(),
+        2,
+        "the two receipts for rolled-back leaves: {:?}",
+        verified.problems
+    );
+    assert!(
+        verified.problems.iter().all(|p| p.contains("rolled back")),
+        "{:?}",
+        verified.problems
+    );
+    node.node.shutdown().await;
+}
