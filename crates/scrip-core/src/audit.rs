@@ -593,10 +593,10 @@ fn compare_ledger(replay: &Replay, snapshot: &BrokerSnapshot, report: &mut Audit
             Ok(record) => report.find(
                 Check::Ledger,
                 location,
-                format!("a record of price {price}"),
+                format!("a record of price {}", money(*price)),
                 format!(
                     "price {} for scrip {}",
-                    record.buy.body.price.as_i64(),
+                    record.buy.body.price,
                     record.buy.body.scrip.id()
                 ),
             ),
