@@ -380,6 +380,26 @@ fn story() {
         micros("115")
     );
 
+    // The audit: each wallet's log receipts are in the broker's log, and the
+    // broker's books match its signed log, checked with its public key only.
+    for dir in [&alice_dir, &tea_dir, &bob_dir] {
+        let verified = wallet(dir, &["verify"]).ok("log-verified");
+        assert!(verified["receipts"].as_u64().unwrap_or(0) > 0, "{verified}");
+        assert_eq!(
+            verified["problems"].as_array().map(Vec::len),
+            Some(0),
+            "{verified}"
+        );
+    }
+    let audit = net.audit();
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert!(
+        audit["refused_pins"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "the wrong PIN is in the audit: {audit}"
+    );
+
     assert!(tea.running(), "the tea merchant stopped");
     drop((tea, news));
     eprintln!("story took {:?}", started.elapsed());

@@ -396,6 +396,11 @@ impl Network {
         Scrip::new(all)
     }
 
+    /// `scrip audit DIR` on the broker directory; the audit must pass.
+    pub fn audit(&self) -> Value {
+        Scrip::new(["audit", path_str(&self.broker_dir)]).ok("audit")
+    }
+
     /// `broker account open --name NAME`.
     pub fn open_account(&self, name: &str) -> Account {
         let data = self
