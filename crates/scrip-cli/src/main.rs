@@ -264,7 +264,7 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                     .await?
                 }
                 WalletCommand::Balance => cmd::wallet::balance(&mut customer).await?,
-                WalletCommand::Verify => cmd::wallet::verify(&mut customer).await?,
+                WalletCommand::Verify => cmd::wallet::verify(&mut customer, &dir).await?,
             };
             print(report);
         }

@@ -371,16 +371,32 @@ impl Broker {
         store: &mut impl BrokerStore,
         request_id: scrip_proto::RequestId,
     ) -> Result<Option<LogReceipt>, Refusal> {
-        reading(store, |tx| {
-            let Some(leaf_index) = tx
+        let leaf = reading(store, |tx| {
+            Ok(tx
                 .stored_response(&request_id)?
-                .and_then(|stored| stored.leaf)
-            else {
+                .and_then(|stored| stored.leaf))
+        })?;
+        match leaf {
+            Some(leaf) => self.receipt_for_leaf(store, request_id, leaf),
+            None => Ok(None),
+        }
+    }
+
+    /// The receipt for log leaf `leaf_index`, which records request
+    /// `request_id`, under the latest checkpoint; `None` while no checkpoint covers it.
+    pub fn receipt_for_leaf(
+        &self,
+        store: &mut impl BrokerStore,
+        request_id: scrip_proto::RequestId,
+        leaf_index: u64,
+    ) -> Result<Option<LogReceipt>, Refusal> {
+        reading(store, |tx| {
+            let Some((size, checkpoint)) = tx.latest_checkpoint()? else {
                 return Ok(None);
             };
-            let Some((_, checkpoint)) = tx.latest_checkpoint()? else {
+            if leaf_index >= size {
                 return Ok(None);
-            };
+            }
             Ok(Some(LogReceipt {
                 request_id,
                 leaf_index,
@@ -814,6 +830,7 @@ impl Broker {
         if let Some(credit) = &credit {
             tx.post(credit)?;
         }
+        let leaf = tx.log_size()?;
         let intent_seen = tx.intent_for_buy(&buy.body.request_id, &spent.id())?;
         tx.append_event(&BrokerEvent::PaymentRecorded {
             merchant: merchant.merchant,
@@ -823,7 +840,10 @@ impl Broker {
             intent_seen,
             at: now,
         })?;
-        Ok(RecordOutcome::Credited(price))
+        Ok(RecordOutcome::Credited {
+            amount: price,
+            leaf,
+        })
     }
 
     // ---- Helpers ----------------------------------------------------------

@@ -317,6 +317,20 @@ impl Merchant {
         ))))
     }
 
+    /// Keeps the broker's log receipts, to verify later that its log still holds them.
+    pub fn keep_log_receipts(
+        &self,
+        store: &mut impl MerchantStore,
+        receipts: &[scrip_proto::msg::LogReceipt],
+    ) -> Result<(), Refusal> {
+        let mut tx = store.begin()?;
+        for receipt in receipts {
+            tx.add_receipt(receipt)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Clears the records the broker acknowledged (recorded or refused for good).
     ///
     /// # Errors
@@ -351,7 +365,7 @@ impl Merchant {
         for (scrip, outcome) in &ack.outcomes {
             tx.dequeue_payment_record(scrip)?;
             match outcome {
-                RecordOutcome::Credited(amount) => {
+                RecordOutcome::Credited { amount, .. } => {
                     settlement.recorded += 1;
                     settlement.credited = settlement
                         .credited

@@ -229,6 +229,9 @@ pub trait MerchantTx {
     /// The oldest queued records, at most `limit`.
     fn queued_payment_records(&mut self, limit: usize) -> Result<Vec<PaymentRecord>, StoreError>;
     fn dequeue_payment_record(&mut self, scrip: &ScripId) -> Result<(), StoreError>;
+    /// Keeps a broker log receipt (for a registration or a payment record).
+    fn add_receipt(&mut self, receipt: &scrip_proto::msg::LogReceipt) -> Result<(), StoreError>;
+    fn receipts(&mut self) -> Result<Vec<scrip_proto::msg::LogReceipt>, StoreError>;
     fn commit(self) -> Result<(), StoreError>;
 }
 

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use libp2p::Multiaddr;
 use scrip_core::Broker;
 use scrip_proto::msg::{
-    AuditRequest, AuditResponse, BrokerAnswer, BrokerRequest, BrokerResponse, MerchantEntry,
+    AuditRequest, AuditResponse, BrokerAnswer, BrokerRequest, BrokerResponse, LogReceipt,
+    MerchantEntry, RecordOutcome,
 };
 use scrip_proto::{decode, encode, Refusal};
 use scrip_store_sqlite::SqliteBrokerStore;
@@ -57,11 +58,11 @@ impl BrokerService {
             };
             return encode(&answer);
         }
-        let (response, request_id) = match decode::<BrokerRequest>(&inbound.request) {
+        let (response, request) = match decode::<BrokerRequest>(&inbound.request) {
             Ok(request) if protocol::for_broker_request(&request) == inbound.protocol => (
                 self.broker
                     .handle(&mut *store, now(), &mut rand::rngs::OsRng, &request),
-                request.request_id(),
+                Some(request),
             ),
             Ok(request) => (
                 BrokerResponse::Refused(Refusal::invalid_request(format!(
@@ -73,18 +74,45 @@ impl BrokerService {
             ),
             Err(error) => (BrokerResponse::Refused(error.into()), None),
         };
-        // A retry gets the receipt of the first answer: the same leaf, a newer checkpoint.
-        let receipt = match (&response, request_id) {
-            (BrokerResponse::Refused(_), _) | (_, None) => None,
-            (_, Some(id)) => self
-                .broker
-                .receipt(&mut *store, id)
-                .unwrap_or_else(|refusal| {
-                    tracing::warn!(%refusal, "cannot make a log receipt");
-                    None
-                }),
+        let receipts = self
+            .receipts(&mut store, request.as_ref(), &response)
+            .unwrap_or_else(|refusal| {
+                tracing::warn!(%refusal, "cannot make log receipts");
+                Vec::new()
+            });
+        encode(&BrokerAnswer { response, receipts })
+    }
+
+    /// The receipts for an answered request: its logged step (a retry gets
+    /// the same leaf under a newer checkpoint), or each credited payment record.
+    fn receipts(
+        &self,
+        store: &mut SqliteBrokerStore,
+        request: Option<&BrokerRequest>,
+        response: &BrokerResponse,
+    ) -> Result<Vec<LogReceipt>, Refusal> {
+        let Some(request) = request else {
+            return Ok(Vec::new());
         };
-        encode(&BrokerAnswer { response, receipt })
+        if let (BrokerRequest::PaymentRecords(batch), BrokerResponse::PaymentRecordsAck(ack)) =
+            (request, response)
+        {
+            let mut receipts = Vec::new();
+            for (record, (_, outcome)) in batch.body.records.iter().zip(&ack.body.outcomes) {
+                if let RecordOutcome::Credited { leaf, .. } = outcome {
+                    receipts.extend(self.broker.receipt_for_leaf(
+                        store,
+                        record.buy.body.request_id,
+                        *leaf,
+                    )?);
+                }
+            }
+            return Ok(receipts);
+        }
+        match (response, request.request_id()) {
+            (BrokerResponse::Refused(_), _) | (_, None) => Ok(Vec::new()),
+            (_, Some(id)) => Ok(self.broker.receipt(store, id)?.into_iter().collect()),
+        }
     }
 }
 

@@ -9,15 +9,14 @@ use scrip_core::store::{Destination, PendingRequest};
 use scrip_core::wallet::{BrokerOutcome, Delivered};
 use scrip_core::{Wallet, WalletError, WalletKeys};
 use scrip_proto::msg::{
-    AuditRequest, AuditResponse, CatalogListing, MerchantEntry, MerchantRequest, MerchantResponse,
-    Purchase,
+    CatalogListing, LogReceipt, MerchantEntry, MerchantRequest, MerchantResponse, Purchase,
 };
 use scrip_proto::{
     decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, Scrip, ScripKind,
 };
 use scrip_store_sqlite::SqliteWalletStore;
 
-use crate::link::{call_with_retry, BrokerLink};
+use crate::link::{call_with_retry, BrokerLink, LogVerification};
 use crate::node::{Node, NodeConfig};
 use crate::{now, peer_id, protocol, NetError, NetOptions};
 
@@ -55,15 +54,6 @@ impl CustomerError {
         matches!(self, CustomerError::Net(_) | CustomerError::Unreachable(_))
             || self.refusal().is_some_and(|r| !r.definitive())
     }
-}
-
-/// What `verify_log` found.
-#[derive(Debug, Clone)]
-pub struct LogVerification {
-    pub log_size: u64,
-    pub receipts: usize,
-    /// Empty when every receipt is included and the log only grew.
-    pub problems: Vec<String>,
 }
 
 /// A wallet on the network.
@@ -298,7 +288,7 @@ impl Customer {
             pending.request_id,
             &answer.response,
         )?;
-        if let Some(receipt) = answer.receipt {
+        for receipt in answer.receipts {
             self.wallet.keep_log_receipt(&mut self.store, receipt)?;
         }
         match outcome {
@@ -307,95 +297,23 @@ impl Customer {
         }
     }
 
-    /// Checks every log receipt the wallet kept against the broker's log as it
-    /// is now: each receipt's checkpoint is the broker's, each leaf is still
-    /// included, and the log only grew since each receipt.
-    pub async fn verify_log(&mut self) -> Result<LogVerification, CustomerError> {
-        let broker = self.wallet.broker().broker;
-        let current = match self.link.audit(&AuditRequest::Checkpoint).await? {
-            AuditResponse::Checkpoint(note) => scrip_core::log::verify_checkpoint(&broker, &note)
-                .map_err(|e| {
-                NetError::BadAnswer(format!("the broker's latest checkpoint: {e}"))
-            })?,
-            AuditResponse::Refused(refusal) => return Err(WalletError::Refused(refusal).into()),
-            AuditResponse::Proof(_) => {
-                return Err(
-                    NetError::BadAnswer("a proof where a checkpoint was asked for".into()).into(),
-                )
-            }
-        };
-        let mut verification = LogVerification {
-            log_size: current.size,
-            receipts: 0,
-            problems: Vec::new(),
-        };
-        let receipts = self.wallet.receipts(&mut self.store)?;
-        for receipt in receipts.into_iter().filter_map(|r| match r {
-            scrip_core::store::WalletReceipt::Log(receipt) => Some(receipt),
-            _ => None,
-        }) {
-            verification.receipts += 1;
-            let name = format!(
-                "receipt for request {} (leaf {})",
-                receipt.request_id, receipt.leaf_index
-            );
-            let then = match scrip_core::log::verify_checkpoint(&broker, &receipt.checkpoint) {
-                Ok(checkpoint) => checkpoint,
-                Err(error) => {
-                    verification.problems.push(format!(
-                        "{name}: its checkpoint is not the broker's ({error})"
-                    ));
-                    continue;
-                }
-            };
-            if receipt.leaf_index >= then.size || then.size > current.size {
-                verification.problems.push(format!("{name}: signed for a log of {} leaves, but the log now has {}: it was rolled back", then.size, current.size));
-                continue;
-            }
-            let included = self
-                .proof(AuditRequest::Inclusion {
-                    leaf_index: receipt.leaf_index,
-                    tree_size: current.size,
-                })
-                .await?;
-            if !scrip_core::log::check_inclusion(
-                &included,
-                current.size,
-                current.root,
-                receipt.leaf_index,
-                receipt.leaf_hash,
-            ) {
-                verification
-                    .problems
-                    .push(format!("{name}: not included in the current log"));
-            }
-            let consistent = self
-                .proof(AuditRequest::Consistency {
-                    old_size: then.size,
-                    new_size: current.size,
-                })
-                .await?;
-            if !scrip_core::log::check_consistency(
-                &consistent,
-                current.size,
-                current.root,
-                then.size,
-                then.root,
-            ) {
-                verification.problems.push(format!("{name}: the log of {} leaves it was signed with is not a prefix of the current log", then.size));
-            }
-        }
-        Ok(verification)
-    }
-
-    async fn proof(&self, request: AuditRequest) -> Result<Vec<[u8; 32]>, CustomerError> {
-        match self.link.audit(&request).await? {
-            AuditResponse::Proof(proof) => Ok(proof),
-            AuditResponse::Refused(refusal) => Err(WalletError::Refused(refusal).into()),
-            AuditResponse::Checkpoint(_) => {
-                Err(NetError::BadAnswer("a checkpoint where a proof was asked for".into()).into())
-            }
-        }
+    /// Checks every log receipt the wallet kept, and `more` (a merchant's,
+    /// from the same peer directory), against the broker's log as it is now.
+    pub async fn verify_log(
+        &mut self,
+        more: Vec<LogReceipt>,
+    ) -> Result<LogVerification, CustomerError> {
+        let mut receipts: Vec<LogReceipt> = self
+            .wallet
+            .receipts(&mut self.store)?
+            .into_iter()
+            .filter_map(|r| match r {
+                scrip_core::store::WalletReceipt::Log(receipt) => Some(receipt),
+                _ => None,
+            })
+            .collect();
+        receipts.extend(more);
+        Ok(self.link.verify_receipts(&receipts).await?)
     }
 
     async fn send_to_merchant(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use scrip_proto::msg::{
     AuditRequest, AuditResponse, BrokerAnswer, BrokerInfo, BrokerRequest, BrokerResponse,
-    MerchantDirectory, MerchantEntry,
+    LogReceipt, MerchantDirectory, MerchantEntry,
 };
 use scrip_proto::{decode, encode, Refusal};
 
@@ -43,6 +43,15 @@ pub async fn call_with_retry(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// What checking log receipts against the broker's current log found.
+#[derive(Debug, Clone)]
+pub struct LogVerification {
+    pub log_size: u64,
+    pub receipts: usize,
+    /// Empty when every receipt is included and the log only grew.
+    pub problems: Vec<String>,
 }
 
 /// A verified connection to the broker.
@@ -167,5 +176,94 @@ impl BrokerLink {
                 protocol::MERCHANT_NAMESPACE,
             )
             .await
+    }
+
+    /// Checks receipts against the broker's log as it is now: each
+    /// receipt's checkpoint is the broker's, each leaf is still included, and
+    /// the log only grew since each receipt was signed.
+    pub async fn verify_receipts(
+        &self,
+        receipts: &[LogReceipt],
+    ) -> Result<LogVerification, NetError> {
+        let broker = self.info.broker;
+        let current = match self.audit(&AuditRequest::Checkpoint).await? {
+            AuditResponse::Checkpoint(note) => scrip_core::log::verify_checkpoint(&broker, &note)
+                .map_err(|e| {
+                NetError::BadAnswer(format!("the broker's latest checkpoint: {e}"))
+            })?,
+            AuditResponse::Refused(refusal) => return Err(NetError::Request(refusal.to_string())),
+            AuditResponse::Proof(_) => {
+                return Err(NetError::BadAnswer(
+                    "a proof where a checkpoint was asked for".into(),
+                ))
+            }
+        };
+        let mut verification = LogVerification {
+            log_size: current.size,
+            receipts: receipts.len(),
+            problems: Vec::new(),
+        };
+        for receipt in receipts {
+            let name = format!(
+                "receipt for request {} (leaf {})",
+                receipt.request_id, receipt.leaf_index
+            );
+            let then = match scrip_core::log::verify_checkpoint(&broker, &receipt.checkpoint) {
+                Ok(checkpoint) => checkpoint,
+                Err(error) => {
+                    verification.problems.push(format!(
+                        "{name}: its checkpoint is not the broker's ({error})"
+                    ));
+                    continue;
+                }
+            };
+            if receipt.leaf_index >= then.size || then.size > current.size {
+                verification.problems.push(format!("{name}: signed for a log of {} leaves, but the log now has {}: it was rolled back", then.size, current.size));
+                continue;
+            }
+            let included = self
+                .proof(AuditRequest::Inclusion {
+                    leaf_index: receipt.leaf_index,
+                    tree_size: current.size,
+                })
+                .await?;
+            if !scrip_core::log::check_inclusion(
+                &included,
+                current.size,
+                current.root,
+                receipt.leaf_index,
+                receipt.leaf_hash,
+            ) {
+                verification
+                    .problems
+                    .push(format!("{name}: not included in the current log"));
+            }
+            let consistent = self
+                .proof(AuditRequest::Consistency {
+                    old_size: then.size,
+                    new_size: current.size,
+                })
+                .await?;
+            if !scrip_core::log::check_consistency(
+                &consistent,
+                current.size,
+                current.root,
+                then.size,
+                then.root,
+            ) {
+                verification.problems.push(format!("{name}: the log of {} leaves it was signed with is not a prefix of the current log", then.size));
+            }
+        }
+        Ok(verification)
+    }
+
+    async fn proof(&self, request: AuditRequest) -> Result<Vec<[u8; 32]>, NetError> {
+        match self.audit(&request).await? {
+            AuditResponse::Proof(proof) => Ok(proof),
+            AuditResponse::Refused(refusal) => Err(NetError::Request(refusal.to_string())),
+            AuditResponse::Checkpoint(_) => Err(NetError::BadAnswer(
+                "a checkpoint where a proof was asked for".into(),
+            )),
+        }
     }
 }

@@ -85,11 +85,18 @@ impl MerchantService {
                 Ok(None) => return Ok(total),
                 Err(refusal) => return Err(NetError::Request(refusal.to_string())),
             };
-            let response = link.call(&batch).await?.response;
+            let answer = link.call(&batch).await?;
+            let response = answer.response;
             let mut store = self
                 .store
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(refusal) = self
+                .merchant
+                .keep_log_receipts(&mut *store, &answer.receipts)
+            {
+                tracing::warn!(%refusal, "cannot keep the broker's log receipts");
+            }
             match self
                 .merchant
                 .handle_payment_records_ack(&mut *store, &response)
@@ -141,7 +148,7 @@ impl MerchantNode {
         broker: Multiaddr,
         options: NetOptions,
     ) -> Result<MerchantNode, MerchantStartError> {
-        let store = SqliteMerchantStore::open(database)
+        let mut store = SqliteMerchantStore::open(database)
             .map_err(|e| MerchantStartError::Store(e.to_string()))?;
         let mut config = NodeConfig::new(keypair(&setup.keys.signing));
         config.listen = listen;
@@ -168,8 +175,11 @@ impl MerchantNode {
                 setup.pin,
             )
             .map_err(MerchantStartError::Refused)?;
-        match link.call(&registration).await?.response {
-            BrokerResponse::MerchantRegistered(_) => {}
+        let answer = link.call(&registration).await?;
+        match answer.response {
+            BrokerResponse::MerchantRegistered(_) => merchant
+                .keep_log_receipts(&mut store, &answer.receipts)
+                .map_err(MerchantStartError::Refused)?,
             BrokerResponse::Refused(refusal) => return Err(MerchantStartError::Refused(refusal)),
             other => {
                 return Err(NetError::BadAnswer(format!(

@@ -63,7 +63,7 @@ async fn receipts_verify_until_the_broker_rolls_its_log_back() {
             .await
             .unwrap();
     }
-    let verified = customer.verify_log().await.unwrap();
+    let verified = customer.verify_log(Vec::new()).await.unwrap();
     assert_eq!(verified.receipts, 3);
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
     assert_eq!(
@@ -94,7 +94,7 @@ async fn receipts_verify_until_the_broker_rolls_its_log_back() {
     )
     .await
     .unwrap();
-    let verified = customer.verify_log().await.unwrap();
+    let verified = customer.verify_log(Vec::new()).await.unwrap();
     assert_eq!(verified.log_size, 3);
     assert_eq!(verified.receipts, 3);
     assert_eq!(

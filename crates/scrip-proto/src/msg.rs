@@ -264,8 +264,8 @@ pub struct PaymentRecords {
 /// What the broker did with one payment record.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum RecordOutcome {
-    /// Recorded now; the merchant's account was credited with the price.
-    Credited(Amount),
+    /// Recorded now, in log leaf `leaf`; the merchant's account was credited with `amount`.
+    Credited { amount: Amount, leaf: u64 },
     /// Recorded before (a retried batch); nothing moved this time.
     AlreadyRecorded,
     /// Not recorded, and never will be: the merchant should investigate.
@@ -398,8 +398,9 @@ pub struct LogReceipt {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct BrokerAnswer {
     pub response: BrokerResponse,
-    /// Present when the request has an id and its step was logged.
-    pub receipt: Option<LogReceipt>,
+    /// The receipt of the request's logged step (one, for a request with an
+    /// id) or of each credited payment record (for a batch).
+    pub receipts: Vec<LogReceipt>,
 }
 
 /// Questions anyone may ask about the broker's log (`/scrip/audit/1`).

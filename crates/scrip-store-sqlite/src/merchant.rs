@@ -11,7 +11,7 @@ pub(crate) const SCHEMA: Schema = Schema {
     role: "merchant",
     // "scrM"
     application_id: 0x7363_724d,
-    migrations: &[MIGRATION_1, MIGRATION_2],
+    migrations: &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
 };
 
 const MIGRATION_1: &str = "
@@ -37,6 +37,14 @@ CREATE TABLE outbox (
 
 /// Responses share their table's shape with the broker's, which records log leaves.
 const MIGRATION_2: &str = "ALTER TABLE responses ADD COLUMN leaf INTEGER;";
+
+/// The broker's log receipts for the merchant's registration and payment records.
+const MIGRATION_3: &str = "
+CREATE TABLE receipts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    blob BLOB NOT NULL
+) STRICT;
+";
 
 crate::db::sqlite_store!(
     /// A merchant's [`MerchantStore`] in one SQLite file.
@@ -116,6 +124,26 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .and_then(|mut statement| statement.execute([scrip.to_key()]))
             .map(drop)
             .map_err(failed("cannot dequeue payment record"))
+    }
+
+    fn add_receipt(&mut self, receipt: &scrip_proto::msg::LogReceipt) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("INSERT INTO receipts (blob) VALUES (?1)")
+            .and_then(|mut statement| statement.execute([scrip_proto::encode(receipt)]))
+            .map(drop)
+            .map_err(failed("cannot keep receipt"))
+    }
+
+    fn receipts(&mut self) -> Result<Vec<scrip_proto::msg::LogReceipt>, StoreError> {
+        let blobs: Vec<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT blob FROM receipts ORDER BY seq")
+            .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+            .map_err(failed("cannot read receipts"))?;
+        blobs
+            .iter()
+            .map(|blob| db::decode(blob, "receipt"))
+            .collect()
     }
 
     fn commit(self) -> Result<(), StoreError> {

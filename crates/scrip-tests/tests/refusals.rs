@@ -596,9 +596,10 @@ fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice() {
     let BrokerResponse::PaymentRecordsAck(ack) = &first else {
         panic!("{first:?}")
     };
-    assert_eq!(
-        ack.body.outcomes[0].1,
-        scrip_proto::msg::RecordOutcome::Credited(amount("0.002"))
+    assert!(
+        matches!(ack.body.outcomes[0].1, scrip_proto::msg::RecordOutcome::Credited { amount: a, leaf } if a == amount("0.002") && leaf > 0),
+        "{:?}",
+        ack.body.outcomes
     );
     let shop_balance = w
         .sim

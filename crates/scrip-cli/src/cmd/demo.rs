@@ -324,7 +324,7 @@ pub async fn run() -> Result<(), CliError> {
     )?;
 
     println!("\n13. The audit: alice checks her receipts, and an auditor with only the broker's public key checks the books");
-    let verified = customer.verify_log().await?;
+    let verified = customer.verify_log(Vec::new()).await?;
     check(
         verified.problems.is_empty() && verified.receipts > 0,
         &format!(

@@ -203,8 +203,21 @@ pub async fn balance(customer: &mut Customer) -> Result<Report, CliError> {
     ))
 }
 
-pub async fn verify(customer: &mut Customer) -> Result<Report, CliError> {
-    let verification = customer.verify_log().await?;
+/// Verifies the wallet's receipts and, in a merchant's peer directory, the merchant's too.
+pub async fn verify(customer: &mut Customer, dir: &Path) -> Result<Report, CliError> {
+    let merchant_db = PeerDir(dir.to_owned()).merchant();
+    let merchant_receipts = if merchant_db.exists() {
+        use scrip_core::store::{MerchantStore, MerchantTx};
+        let mut store =
+            scrip_store_sqlite::SqliteMerchantStore::open(&merchant_db).map_err(CliError::local)?;
+        store
+            .begin()
+            .and_then(|mut tx| tx.receipts())
+            .map_err(CliError::local)?
+    } else {
+        Vec::new()
+    };
+    let verification = customer.verify_log(merchant_receipts).await?;
     let data = json!({ "log_size": verification.log_size, "receipts": verification.receipts, "problems": verification.problems });
     if verification.problems.is_empty() {
         return Ok(Report::new(
