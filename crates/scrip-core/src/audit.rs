@@ -116,11 +116,22 @@ impl HashReader for Recomputed {
 
 /// Audits `snapshot` against the broker key `broker`, at time `now`.
 pub fn audit(broker: &PublicKey, snapshot: &BrokerSnapshot, now: Timestamp) -> AuditReport {
+    audit_with_progress(broker, snapshot, now, &mut |_, _| {})
+}
+
+/// As [`audit`], calling `progress(leaves_done, leaves_total)` while it
+/// recomputes the log, the long part of a large audit.
+pub fn audit_with_progress(
+    broker: &PublicKey,
+    snapshot: &BrokerSnapshot,
+    now: Timestamp,
+    progress: &mut dyn FnMut(u64, u64),
+) -> AuditReport {
     let mut report = AuditReport {
         log_size: snapshot.leaves.len() as u64,
         ..AuditReport::default()
     };
-    check_log(broker, snapshot, &mut report);
+    check_log(broker, snapshot, &mut report, progress);
     let events = decode_events(snapshot, &mut report);
     let replay = Replay::run(&events, &mut report);
     compare_ledger(&replay, snapshot, &mut report);
@@ -148,9 +159,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn check_log(broker: &PublicKey, snapshot: &BrokerSnapshot, report: &mut AuditReport) {
+fn check_log(
+    broker: &PublicKey,
+    snapshot: &BrokerSnapshot,
+    report: &mut AuditReport,
+    progress: &mut dyn FnMut(u64, u64),
+) {
     let mut tree = Recomputed(Vec::new());
+    let total = snapshot.leaves.len() as u64;
     for (index, leaf) in snapshot.leaves.iter().enumerate() {
+        if index % 4096 == 0 {
+            progress(index as u64, total);
+        }
         match tlog_tiles::stored_hashes(index as u64, leaf, &tree) {
             Ok(hashes) => tree.0.extend(hashes),
             Err(error) => {

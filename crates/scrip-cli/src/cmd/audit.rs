@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use scrip_core::audit::{audit, AuditReport};
+use scrip_core::audit::{audit_with_progress, AuditReport};
 use scrip_core::store::{BrokerStore, BrokerTx};
 use scrip_proto::PublicKey;
 use scrip_store_sqlite::SqliteBrokerStore;
@@ -40,7 +40,21 @@ pub fn run(dir: &Path, key: Option<PublicKey>) -> Result<(Report, Result<(), Cli
     let mut store = SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
     let snapshot = store.begin().and_then(|mut tx| tx.snapshot());
     let report = match snapshot {
-        Ok(snapshot) => audit(&key, &snapshot, scrip_node::now()),
+        Ok(snapshot) => {
+            // A progress bar on stderr for long audits; hidden when stderr is not a terminal.
+            let bar = indicatif::ProgressBar::new(snapshot.leaves.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "auditing the log {bar:40} {pos}/{len} entries",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = audit_with_progress(&key, &snapshot, scrip_node::now(), &mut |done, _| {
+                bar.set_position(done)
+            });
+            bar.finish_and_clear();
+            report
+        }
         // A table too damaged to read is itself a finding.
         Err(error) => {
             let mut report = AuditReport::default();
