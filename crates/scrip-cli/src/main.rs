@@ -58,6 +58,12 @@ enum Command {
     },
     /// A broker, two merchants and a customer on loopback: the whole story.
     Demo,
+    /// Measures scrip against baselines from the same run (use a release build).
+    Bench {
+        /// A short run, for a smoke test; the figures are rougher.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Checks a broker directory (live, or a copy) with the broker's public key only.
     Audit {
         dir: PathBuf,
@@ -269,6 +275,7 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
             print(report);
         }
         Command::Demo => cmd::demo::run().await?,
+        Command::Bench { quick } => print(cmd::bench::run(quick).await?),
         Command::Audit { dir, broker_key } => {
             let (report, verdict) = cmd::audit::run(&dir, broker_key)?;
             print(report);

@@ -97,6 +97,11 @@ impl Customer {
         Ok(customer)
     }
 
+    /// The link to the broker this customer talks through.
+    pub fn link(&self) -> &BrokerLink {
+        &self.link
+    }
+
     pub fn wallet(&self) -> &Wallet {
         &self.wallet
     }

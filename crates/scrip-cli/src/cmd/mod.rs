@@ -1,6 +1,7 @@
 //! One module per command group; each function runs one command and returns what to print.
 
 pub mod audit;
+pub mod bench;
 pub mod broker;
 pub mod demo;
 pub mod peer;

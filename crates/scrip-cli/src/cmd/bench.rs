@@ -1,0 +1,755 @@
+//! `scrip bench`: what scrip does per second, each figure beside a baseline
+//! measured in the same run, so noisy machines still give honest ratios.
+//!
+//! Every figure is the median of three rounds of a fixed number of
+//! operations. Nothing here asserts a speed; the numbers are reported.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::rngs::OsRng;
+use scrip_core::store::{MerchantStore, MerchantTx};
+use scrip_core::{
+    Broker, BrokerConfig, BrokerKeys, CatalogItem, Merchant, MerchantConfig, MerchantKeys,
+    PinHashing, Wallet, WalletKeys,
+};
+use scrip_node::broker::BrokerNode;
+use scrip_node::customer::Customer;
+use scrip_node::merchant::{MerchantNode, MerchantSetup};
+use scrip_node::NetOptions;
+use scrip_proto::crypto::{Labelled, Proved, SigningKey};
+use scrip_proto::msg::{BrokerRequest, BrokerResponse, Buy, Purchase};
+use scrip_proto::{
+    Amount, CustId, PublicKey, RequestId, Scrip, ScripBody, ScripId, ScripKind, Secret32, Timestamp,
+};
+use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore, SqliteWalletStore};
+use serde_json::json;
+
+use crate::output::{CliError, Report};
+
+/// One measured figure and its baseline.
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    baseline_name: &'static str,
+    baseline: f64,
+    target: &'static str,
+}
+
+/// The median of three rounds of `run`, each returning a figure.
+fn median(mut run: impl FnMut() -> f64) -> f64 {
+    let mut rounds: Vec<f64> = (0..3).map(|_| run()).collect();
+    rounds.sort_by(|a, b| a.total_cmp(b));
+    rounds[1]
+}
+
+/// Operations per second of `count` calls of `op`.
+fn per_second(count: usize, mut op: impl FnMut(usize)) -> f64 {
+    let started = Instant::now();
+    for i in 0..count {
+        op(i);
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+fn amount(text: &str) -> Amount {
+    text.parse().expect("the bench's amounts are valid")
+}
+
+/// How much work each figure does: `--quick` for a smoke run.
+struct Sizes {
+    hashes: usize,
+    buys_memory: usize,
+    buys_durable: usize,
+    commits: usize,
+    exchanges: usize,
+    verifies: usize,
+    records: usize,
+    appends: usize,
+    round_trips: usize,
+    customers: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                hashes: 50_000,
+                buys_memory: 2_000,
+                buys_durable: 100,
+                commits: 100,
+                exchanges: 100,
+                verifies: 1_000,
+                records: 512,
+                appends: 2_000,
+                round_trips: 50,
+                customers: 4,
+            }
+        } else {
+            Sizes {
+                hashes: 500_000,
+                buys_memory: 20_000,
+                buys_durable: 500,
+                commits: 500,
+                exchanges: 500,
+                verifies: 8_000,
+                records: 4_096,
+                appends: 20_000,
+                round_trips: 300,
+                customers: 16,
+            }
+        }
+    }
+}
+
+/// A merchant and the means to make valid Buy requests for it without a broker.
+struct MerchantRig {
+    merchant: Merchant,
+    licence: scrip_proto::msg::Licence,
+    now: Timestamp,
+}
+
+impl MerchantRig {
+    fn new() -> MerchantRig {
+        let keys = MerchantKeys::from_seed(&Secret32::random(&mut OsRng));
+        let licence = keys.licence(1);
+        let broker = Broker::new(
+            BrokerKeys::from_seed(&Secret32::random(&mut OsRng)),
+            BrokerConfig::new("EUR".parse().expect("EUR")),
+        );
+        let catalog = vec![CatalogItem {
+            id: "tea".into(),
+            title: "Tea".into(),
+            price: amount("0.001"),
+            content: b"tea".to_vec(),
+        }];
+        MerchantRig {
+            merchant: Merchant::new(keys, broker.info(), MerchantConfig::new("bench"), catalog),
+            licence,
+            now: scrip_node::now(),
+        }
+    }
+
+    /// `count` Buy requests, each spending fresh VendorScrip worth 0.01, proved by its owner.
+    fn buys(&self, count: usize) -> Vec<Proved<Buy>> {
+        (0..count)
+            .map(|_| {
+                let body = ScripBody {
+                    kind: ScripKind::Vendor,
+                    issuer: self.merchant.id(),
+                    id: ScripId::random(1, &mut OsRng),
+                    value: amount("0.01"),
+                    currency: "EUR".parse().expect("EUR"),
+                    cust_id: CustId::random(&mut OsRng),
+                    expiry: self.now.plus_seconds(3600),
+                };
+                let secret = self.licence.customer_master.customer_secret(&body.cust_id);
+                let scrip = Scrip::mint(body, &self.licence.stamping_secret);
+                Proved::prove(
+                    Buy {
+                        request_id: RequestId::random(&mut OsRng),
+                        scrip,
+                        purchase: Purchase::Item("tea".into()),
+                        price: amount("0.001"),
+                    },
+                    &secret,
+                )
+            })
+            .collect()
+    }
+
+    /// Buys per second through `store`.
+    fn buy_rate(&self, store: &mut impl MerchantStore, count: usize) -> f64 {
+        let buys = self.buys(count);
+        per_second(count, |i| {
+            self.merchant
+                .handle_buy(store, self.now, &mut OsRng, &buys[i])
+                .expect("a valid buy is delivered");
+        })
+    }
+}
+
+pub async fn run(quick: bool) -> Result<Report, CliError> {
+    let sizes = Sizes::new(quick);
+    let work = tempfile::tempdir()
+        .map_err(|e| CliError::local(format!("cannot make a working directory: {e}")))?;
+    let mut figures = Vec::new();
+    eprintln!(
+        "measuring (median of 3 rounds each){} ...",
+        if quick { ", quick" } else { "" }
+    );
+
+    // Keyed-hash stamps: the work a merchant cannot avoid.
+    let rig = MerchantRig::new();
+    let body = rig.buys(1).remove(0).body.scrip.body;
+    let stamps = median(|| {
+        per_second(sizes.hashes, |_| {
+            std::hint::black_box(
+                rig.licence
+                    .stamping_secret
+                    .stamp(std::hint::black_box(&body)),
+            );
+        })
+    });
+    let validate_memory = median(|| {
+        rig.buy_rate(
+            &mut SqliteMerchantStore::open_in_memory().expect("in-memory store"),
+            sizes.buys_memory,
+        )
+    });
+    figures.push(Figure {
+        name: "merchant Buy item in process (stamp, proof, spent set, change), one core",
+        value: validate_memory,
+        unit: "buys/s",
+        baseline_name: "keyed-hash stamps/s",
+        baseline: stamps,
+        target: ">= 1,000,000/s and >= 30% of baseline",
+    });
+
+    // Durable: the spent set on disk, one commit per buy, against the store's own commit rate.
+    let commit_one = median(|| {
+        let mut store = SqliteMerchantStore::open(
+            &work
+                .path()
+                .join(format!("commits-{}.db", rand::random::<u64>())),
+        )
+        .expect("store");
+        per_second(sizes.commits, |_| {
+            let mut tx = store.begin().expect("begin");
+            tx.mark_spent(&ScripId::random(1, &mut OsRng), Timestamp(0))
+                .expect("spend");
+            tx.commit().expect("commit");
+        })
+    });
+    let commit_batched = median(|| {
+        let mut store = SqliteMerchantStore::open(
+            &work
+                .path()
+                .join(format!("batch-{}.db", rand::random::<u64>())),
+        )
+        .expect("store");
+        let batches = (sizes.commits / 10).max(5);
+        per_second(batches, |_| {
+            let mut tx = store.begin().expect("begin");
+            for _ in 0..1000 {
+                tx.mark_spent(&ScripId::random(1, &mut OsRng), Timestamp(0))
+                    .expect("spend");
+            }
+            tx.commit().expect("commit");
+        }) * 1000.0
+    });
+    let validate_durable = median(|| {
+        rig.buy_rate(
+            &mut SqliteMerchantStore::open(
+                &work
+                    .path()
+                    .join(format!("merchant-{}.db", rand::random::<u64>())),
+            )
+            .expect("store"),
+            sizes.buys_durable,
+        )
+    });
+    figures.push(Figure {
+        name: "merchant Buy item, spent set durable on disk",
+        value: validate_durable,
+        unit: "buys/s",
+        baseline_name: "store durable commits/s, 1 row",
+        baseline: commit_one,
+        target: ">= 100,000/s",
+    });
+    figures.push(Figure {
+        name: "store durable spends/s, 1000 rows per commit",
+        value: commit_batched,
+        unit: "rows/s",
+        baseline_name: "store durable commits/s, 1 row",
+        baseline: commit_one,
+        target: "(baseline)",
+    });
+
+    // The broker: Obtain VendorScrip, durable, chained through change BrokerScrip.
+    let exchanges = median(|| {
+        broker_exchange_rate(
+            &work
+                .path()
+                .join(format!("broker-{}.db", rand::random::<u64>())),
+            sizes.exchanges,
+        )
+    });
+    figures.push(Figure {
+        name: "broker Obtain VendorScrip, durable",
+        value: exchanges,
+        unit: "exchanges/s",
+        baseline_name: "store durable commits/s, 1 row",
+        baseline: commit_one,
+        target: ">= 20,000/s on 2 cores",
+    });
+
+    // Signatures, and payment records verified and recorded in batches.
+    let (single, batched) = signature_rates(sizes.verifies);
+    let records = median(|| {
+        payment_record_rate(
+            &work
+                .path()
+                .join(format!("records-{}.db", rand::random::<u64>())),
+            sizes.records,
+        )
+    });
+    figures.push(Figure {
+        name: "Ed25519 verify, single",
+        value: single,
+        unit: "verifies/s",
+        baseline_name: "Ed25519 verify, batched 256",
+        baseline: batched,
+        target: "(baseline)",
+    });
+    figures.push(Figure {
+        name: "broker payment records verified and recorded, batches of 256, durable",
+        value: records,
+        unit: "records/s",
+        baseline_name: "Ed25519 verify, batched 256",
+        baseline: batched,
+        target: ">= 50% of batched verify/s",
+    });
+
+    // The audit log.
+    let hashes = median(|| {
+        per_second(sizes.hashes, |i| {
+            std::hint::black_box(tlog_tiles::record_hash(&i.to_le_bytes()));
+        })
+    });
+    let appends = median(|| log_append_rate(sizes.appends));
+    figures.push(Figure {
+        name: "audit log appends, 1000 per transaction, in memory",
+        value: appends,
+        unit: "appends/s",
+        baseline_name: "SHA-256 leaf hashes/s",
+        baseline: hashes,
+        target: ">= 100,000/s",
+    });
+
+    // The network: loopback libp2p, a broker, a merchant and customers.
+    let network = network_figures(work.path(), &sizes)
+        .await
+        .map_err(CliError::local)?;
+    figures.extend(network);
+
+    let mut text = format!(
+        "{:<74} {:>14} {:>14} {:>8}  target\n",
+        "figure", "value", "baseline", "ratio"
+    );
+    for f in &figures {
+        text.push_str(&format!(
+            "{:<74} {:>14} {:>14} {:>7.1}%  {}\n    baseline: {}\n",
+            f.name,
+            format!("{:.0} {}", f.value, f.unit),
+            format!("{:.0}", f.baseline),
+            100.0 * f.value / f.baseline,
+            f.target,
+            f.baseline_name
+        ));
+    }
+    text.push_str(&format!(
+        "machine: {} cores; release build: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        !cfg!(debug_assertions)
+    ));
+    let rows: Vec<_> = figures
+        .iter()
+        .map(|f| json!({ "figure": f.name, "value": f.value, "unit": f.unit, "baseline": f.baseline_name, "baseline_value": f.baseline, "ratio": f.value / f.baseline, "target": f.target }))
+        .collect();
+    Ok(Report::new(
+        "bench",
+        text,
+        json!({ "quick": quick, "figures": rows, "release": !cfg!(debug_assertions) }),
+    ))
+}
+
+/// A broker with a registered merchant and a wallet holding BrokerScrip.
+struct BrokerRig {
+    broker: Broker,
+    store: SqliteBrokerStore,
+    merchant: Merchant,
+    wallet: Wallet,
+    wallet_store: SqliteWalletStore,
+    now: Timestamp,
+}
+
+impl BrokerRig {
+    fn new(db: &Path) -> BrokerRig {
+        let mut config = BrokerConfig::new("EUR".parse().expect("EUR"));
+        config.pin_hashing = PinHashing::FAST_INSECURE;
+        let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
+        let mut store = SqliteBrokerStore::open(db).expect("broker store");
+        let now = scrip_node::now();
+        let opened = broker
+            .open_account(&mut store, now, &mut OsRng, "bench")
+            .expect("account");
+        broker
+            .deposit(&mut store, now, opened.number, amount("1000"))
+            .expect("deposit");
+        let catalog = vec![CatalogItem {
+            id: "tea".into(),
+            title: "Tea".into(),
+            price: amount("0.001"),
+            content: b"tea".to_vec(),
+        }];
+        let merchant = Merchant::new(
+            MerchantKeys::from_seed(&Secret32::random(&mut OsRng)),
+            broker.info(),
+            MerchantConfig::new("bench"),
+            catalog,
+        );
+        let registration = merchant
+            .registration_request(
+                &mut OsRng,
+                RequestId::random(&mut OsRng),
+                opened.number,
+                opened.pin.clone(),
+            )
+            .expect("registration");
+        assert!(matches!(
+            broker.handle(&mut store, now, &mut OsRng, &registration),
+            BrokerResponse::MerchantRegistered(_)
+        ));
+        let wallet = Wallet::new(
+            WalletKeys::from_seed(&Secret32::random(&mut OsRng)),
+            broker.info(),
+        );
+        let mut wallet_store = SqliteWalletStore::open_in_memory().expect("wallet store");
+        let pending = wallet
+            .obtain_broker_scrip(
+                &mut wallet_store,
+                &mut OsRng,
+                opened.number,
+                opened.pin,
+                amount("500"),
+            )
+            .expect("request");
+        let response = broker.handle(
+            &mut store,
+            now,
+            &mut OsRng,
+            &scrip_proto::decode(&pending.request).expect("request"),
+        );
+        wallet
+            .handle_broker_response(&mut wallet_store, pending.request_id, &response)
+            .expect("BrokerScrip");
+        BrokerRig {
+            broker,
+            store,
+            merchant,
+            wallet,
+            wallet_store,
+            now,
+        }
+    }
+
+    /// Obtain VendorScrip worth 0.01, spending the change of the last exchange, as a wallet would.
+    fn exchange(&mut self) {
+        let pending = self
+            .wallet
+            .obtain_vendor_scrip(
+                &mut self.wallet_store,
+                &mut OsRng,
+                self.now,
+                self.merchant.id(),
+                amount("0.01"),
+            )
+            .expect("request");
+        let response = self.broker.handle(
+            &mut self.store,
+            self.now,
+            &mut OsRng,
+            &scrip_proto::decode(&pending.request).expect("request"),
+        );
+        self.wallet
+            .handle_broker_response(&mut self.wallet_store, pending.request_id, &response)
+            .expect("VendorScrip");
+    }
+}
+
+/// Exchanges per second at a broker on a file.
+fn broker_exchange_rate(db: &Path, count: usize) -> f64 {
+    let mut rig = BrokerRig::new(db);
+    per_second(count, |_| rig.exchange())
+}
+
+#[derive(borsh::BorshSerialize)]
+struct Sample(u64);
+impl Labelled for Sample {
+    const DOMAIN: &'static str = "scrip/bench/sample";
+}
+
+/// Ed25519 verifications per second, one at a time and in batches of 256.
+fn signature_rates(count: usize) -> (f64, f64) {
+    let key = SigningKey::from_secret(&Secret32::random(&mut OsRng));
+    let items: Vec<_> = (0..count as u64)
+        .map(|i| {
+            (
+                scrip_proto::crypto::labelled_bytes(&Sample(i)),
+                key.sign(&Sample(i)),
+                key.public_key(),
+            )
+        })
+        .collect();
+    let single = median(|| {
+        per_second(count, |i| {
+            key.public_key()
+                .verify(&Sample(i as u64), &items[i].1)
+                .expect("valid")
+        })
+    });
+    let batched = median(|| {
+        per_second(count / 256, |b| {
+            PublicKey::verify_batch(&items[b * 256..(b + 1) * 256]).expect("valid")
+        }) * 256.0
+    });
+    (single, batched)
+}
+
+/// Payment records per second at a durable broker, in batches of 256: real
+/// purchases at a merchant, reported and verified (batch signature, each
+/// record's stamp and proof) and credited, as in production.
+fn payment_record_rate(db: &Path, count: usize) -> f64 {
+    let mut rig = BrokerRig::new(db);
+    let mut merchant_store = SqliteMerchantStore::open_in_memory().expect("store");
+    for _ in 0..count {
+        rig.exchange();
+        let purchase = rig
+            .wallet
+            .buy(
+                &mut rig.wallet_store,
+                &mut OsRng,
+                rig.now,
+                rig.merchant.id(),
+                Purchase::Item("tea".into()),
+                amount("0.001"),
+            )
+            .expect("buy");
+        let request: scrip_proto::msg::MerchantRequest =
+            scrip_proto::decode(&purchase.buy.request).expect("request");
+        let response = rig
+            .merchant
+            .handle(&mut merchant_store, rig.now, &mut OsRng, &request);
+        rig.wallet
+            .handle_merchant_response(&mut rig.wallet_store, purchase.buy.request_id, &response)
+            .expect("item");
+        rig.wallet
+            .cancel_unsent(&mut rig.wallet_store, purchase.intent.request_id)
+            .ok();
+    }
+    let mut batches = Vec::new();
+    while let Some(batch) = rig
+        .merchant
+        .poll_payment_records(&mut merchant_store, 256)
+        .expect("poll")
+    {
+        // Clear the batch from the queue without crediting, so the timed run below records every record once.
+        if let BrokerRequest::PaymentRecords(signed) = &batch {
+            let mut tx = merchant_store.begin().expect("begin");
+            for record in &signed.body.records {
+                tx.dequeue_payment_record(&record.buy.body.scrip.id())
+                    .expect("dequeue");
+            }
+            tx.commit().expect("commit");
+        }
+        batches.push(batch);
+    }
+    let started = Instant::now();
+    for batch in &batches {
+        match rig
+            .broker
+            .handle(&mut rig.store, rig.now, &mut OsRng, batch)
+        {
+            BrokerResponse::PaymentRecordsAck(_) => {}
+            other => panic!("payment records refused: {other:?}"),
+        }
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Log appends per second, 1000 to a transaction, on an in-memory broker store.
+fn log_append_rate(count: usize) -> f64 {
+    let mut store = SqliteBrokerStore::open_in_memory().expect("store");
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count {
+        let mut tx = scrip_core::store::BrokerStore::begin(&mut store).expect("begin");
+        for i in 0..1000 {
+            scrip_core::log::append(&mut tx, &((done + i) as u64).to_le_bytes()).expect("append");
+        }
+        scrip_core::store::BrokerTx::commit(tx).expect("commit");
+        done += 1000;
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Purchases over libp2p on loopback against bare round trips.
+async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, String> {
+    let loopback = || vec!["/ip4/127.0.0.1/tcp/0".parse().expect("address")];
+    let broker_seed = Secret32::random(&mut OsRng);
+    let config = || {
+        let mut config = BrokerConfig::new("EUR".parse().expect("EUR"));
+        config.pin_hashing = PinHashing::FAST_INSECURE;
+        config
+    };
+    let broker = BrokerNode::start(
+        Broker::new(BrokerKeys::from_seed(&broker_seed), config()),
+        &dir.join("net-broker.db"),
+        loopback(),
+        NetOptions::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let address = broker.node.listen_addresses()[0].clone();
+    let operator = Broker::new(BrokerKeys::from_seed(&broker_seed), config());
+    let mut books =
+        SqliteBrokerStore::open(&dir.join("net-broker.db")).map_err(|e| e.to_string())?;
+    let shop = operator
+        .open_account(&mut books, scrip_node::now(), &mut OsRng, "shop")
+        .map_err(|e| e.to_string())?;
+    let merchant = MerchantNode::start(
+        MerchantSetup {
+            keys: MerchantKeys::from_seed(&Secret32::random(&mut OsRng)),
+            config: MerchantConfig::new("bench"),
+            catalog: vec![CatalogItem {
+                id: "tea".into(),
+                title: "Tea".into(),
+                price: amount("0.001"),
+                content: b"tea".to_vec(),
+            }],
+            account: shop.number,
+            pin: shop.pin,
+        },
+        &dir.join("net-merchant.db"),
+        loopback(),
+        address.clone(),
+        NetOptions::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let merchant_id = merchant.service.merchant().id();
+
+    let mut customers = Vec::new();
+    for i in 0..sizes.customers {
+        let account = operator
+            .open_account(
+                &mut books,
+                scrip_node::now(),
+                &mut OsRng,
+                &format!("customer {i}"),
+            )
+            .map_err(|e| e.to_string())?;
+        operator
+            .deposit(&mut books, scrip_node::now(), account.number, amount("10"))
+            .map_err(|e| e.to_string())?;
+        let mut customer = Customer::connect(
+            address.clone(),
+            WalletKeys::from_seed(&Secret32::random(&mut OsRng)),
+            SqliteWalletStore::open_in_memory().map_err(|e| e.to_string())?,
+            NetOptions::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        customer
+            .obtain_broker_scrip(account.number, account.pin, amount("5"))
+            .await
+            .map_err(|e| e.to_string())?;
+        customer
+            .obtain_vendor_scrip(merchant_id, amount("2"))
+            .await
+            .map_err(|e| e.to_string())?;
+        customers.push(customer);
+    }
+
+    // Latency: one customer, one purchase at a time (intent, then buy), against a bare round trip.
+    let link = customers[0].link().clone();
+    let mut bare = Vec::new();
+    for _ in 0..sizes.round_trips {
+        let started = Instant::now();
+        link.directory()
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        bare.push(started.elapsed());
+    }
+    let mut buys = Vec::new();
+    for _ in 0..sizes.round_trips {
+        let started = Instant::now();
+        customers[0]
+            .buy(merchant_id, "tea", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        buys.push(started.elapsed());
+    }
+    let percentile = |samples: &mut Vec<Duration>, p: f64| {
+        samples.sort();
+        samples[((samples.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0
+    };
+    let (bare_p50, bare_p99) = (percentile(&mut bare, 0.5), percentile(&mut bare, 0.99));
+    let (buy_p50, buy_p99) = (percentile(&mut buys, 0.5), percentile(&mut buys, 0.99));
+
+    // Throughput: every customer buying at once, against the same number of bare round trips at once.
+    let per_customer = (sizes.round_trips / 4).max(5);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..sizes.customers {
+        let link = link.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_customer {
+                let _ = link.directory().await;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let bare_rate = (sizes.customers * per_customer) as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut customer in customers.drain(..) {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_customer {
+                customer
+                    .buy(merchant_id, "tea", None)
+                    .await
+                    .expect("a purchase");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())?;
+    }
+    let buy_rate = (sizes.customers * per_customer) as f64 / started.elapsed().as_secs_f64();
+    merchant.shutdown().await;
+    broker.node.shutdown().await;
+    Ok(vec![
+        Figure {
+            name: "Buy item latency over loopback, intent included, p50 (ms)",
+            value: buy_p50,
+            unit: "ms",
+            baseline_name: "bare request-response round trip p50 (ms)",
+            baseline: bare_p50,
+            target: "p50 <= 1 ms",
+        },
+        Figure {
+            name: "Buy item latency over loopback, intent included, p99 (ms)",
+            value: buy_p99,
+            unit: "ms",
+            baseline_name: "bare request-response round trip p99 (ms)",
+            baseline: bare_p99,
+            target: "(reported)",
+        },
+        Figure {
+            name: "purchases over libp2p on loopback, customers at once",
+            value: buy_rate,
+            unit: "buys/s",
+            baseline_name: "bare request-response round trips/s, same concurrency",
+            baseline: bare_rate,
+            target: ">= 70% of baseline",
+        },
+    ])
+}
