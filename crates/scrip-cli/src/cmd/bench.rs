@@ -338,12 +338,20 @@ pub async fn run(quick: bool) -> Result<Report, CliError> {
         "{:<74} {:>14} {:>14} {:>8}  target\n",
         "figure", "value", "baseline", "ratio"
     );
+    // Latencies are a few milliseconds: show them to the microsecond.
+    let shown = |value: f64, unit: &str| {
+        if unit == "ms" {
+            format!("{value:.3}")
+        } else {
+            format!("{value:.0}")
+        }
+    };
     for f in &figures {
         text.push_str(&format!(
             "{:<74} {:>14} {:>14} {:>7.1}%  {}\n    baseline: {}\n",
             f.name,
-            format!("{:.0} {}", f.value, f.unit),
-            format!("{:.0}", f.baseline),
+            format!("{} {}", shown(f.value, f.unit), f.unit),
+            shown(f.baseline, f.unit),
             100.0 * f.value / f.baseline,
             f.target,
             f.baseline_name
