@@ -334,14 +334,7 @@ impl Broker {
             };
             let request_digest = digest(request);
             if let Some(stored) = tx.stored_response(&request_id)? {
-                return if stored.request_digest == request_digest {
-                    decode(&stored.response)
-                        .map_err(|_| StoreError("stored response does not decode".into()).into())
-                } else {
-                    Err(Refusal::RequestIdReused {
-                        request: request_id,
-                    })
-                };
+                return stored.replay(&request_digest, request_id);
             }
             let size_before = tx.log_size()?;
             let response = self.dispatch(tx, now, rng, request)?;

@@ -21,7 +21,7 @@ use scrip_proto::{
 };
 
 use crate::keys::MerchantKeys;
-use crate::store::{MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
+use crate::store::{MerchantStore, MerchantTx, Spend, StoredResponse};
 use crate::validate::{verify_spend, Expected};
 
 /// One item for sale.
@@ -203,13 +203,7 @@ impl Merchant {
         let mut tx = store.begin()?;
         let request_digest = digest(request);
         if let Some(stored) = tx.stored_response(&body.request_id)? {
-            if stored.request_digest != request_digest {
-                return Err(Refusal::RequestIdReused {
-                    request: body.request_id,
-                });
-            }
-            return decode(&stored.response)
-                .map_err(|_| StoreError("stored delivery does not decode".into()).into());
+            return stored.replay(&request_digest, body.request_id);
         }
 
         let id = self.id();

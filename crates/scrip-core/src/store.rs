@@ -44,6 +44,23 @@ pub struct StoredResponse {
     pub leaf: Option<u64>,
 }
 
+impl StoredResponse {
+    /// The answer to a retry: the stored response if the retry carries the
+    /// same bytes as the request that was answered, else a refusal, since one
+    /// request id names one request.
+    pub fn replay<T: BorshDeserialize>(
+        &self,
+        request_digest: &[u8; 32],
+        request: RequestId,
+    ) -> Result<T, scrip_proto::Refusal> {
+        if self.request_digest != *request_digest {
+            return Err(scrip_proto::Refusal::RequestIdReused { request });
+        }
+        scrip_proto::decode(&self.response)
+            .map_err(|_| StoreError("a stored response does not decode".into()).into())
+    }
+}
+
 /// A customer account. Its balance lives in the ledger, under [`LedgerAccount::Customer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
