@@ -71,10 +71,12 @@ pub fn create(dir: &Path, marker: &Path, what: &str) -> Result<(), CliError> {
                 .with_hint("choose a new directory, or use the existing one"),
         );
     }
+    let existed = dir.exists();
     fs::create_dir_all(dir)
         .map_err(|e| CliError::local(format!("cannot create {}: {e}", dir.display())))?;
+    // Only a directory made here is made private: never change the mode of one the user already had.
     #[cfg(unix)]
-    {
+    if !existed {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| CliError::local(format!("cannot protect {}: {e}", dir.display())))?;

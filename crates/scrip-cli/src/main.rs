@@ -2,7 +2,8 @@
 //! together and prints; all protocol logic lives in scrip-core.
 //!
 //! Exit status: 0 done; 1 refused by a peer (nothing changed); 2 usage or
-//! local error; 3 outcome unknown (running the same command again is safe).
+//! local error; 3 outcome unknown or a peer not reachable yet (the request
+//! is kept and the next wallet command resends it with the same request id).
 
 mod cmd;
 mod dirs;
@@ -24,7 +25,7 @@ use crate::output::{CliError, Report};
     about = "Peer-to-peer electronic cash: Millicent's scrip on libp2p"
 )]
 #[command(
-    after_help = "Exit status: 0 done, 1 refused by a peer (nothing changed) or an audit that failed, 2 usage or local error, 3 outcome unknown or a peer not reachable yet (safe to run again).\nThe PIN is read from SCRIP_PIN, or asked for on a terminal; never from an argument."
+    after_help = "Exit status: 0 done, 1 refused by a peer (nothing changed) or an audit that failed, 2 usage or local error, 3 outcome unknown or a peer not reachable yet (the request is kept; the next wallet command resends it with the same request id, so check `balance` before asking again).\nThe PIN is read from SCRIP_PIN, or asked for on a terminal; never from an argument."
 )]
 struct Cli {
     /// Print results as JSON lines: {"type", "version", "data"}.
@@ -202,7 +203,8 @@ fn main() -> ExitCode {
 }
 
 fn fail(error: &CliError) -> ExitCode {
-    eprintln!("error: {}", error.message);
+    // Refusal texts can come from peers: never let them drive the terminal.
+    eprintln!("error: {}", output::escape(&error.message));
     if let Some(hint) = &error.hint {
         eprintln!("hint: {hint}");
     }

@@ -25,7 +25,7 @@ use crate::{now, peer_id, protocol, NetError, NetOptions};
 pub enum CustomerError {
     #[error(transparent)]
     Wallet(#[from] WalletError),
-    #[error("{0}; the outcome is unknown and the request is kept: run the command again to retry it safely")]
+    #[error("{0}; the outcome is unknown and the request is kept: the next wallet command resends it with the same request id, so check `balance` before asking again")]
     Net(#[from] NetError),
     #[error(
         "no merchant {0:?} is registered at the broker; `scrip wallet DIR merchants` lists them"
@@ -51,8 +51,12 @@ impl CustomerError {
     /// True when trying again later may succeed: the outcome is unknown (a
     /// network failure or an unavailable peer), or a merchant is not reachable yet.
     pub fn worth_retrying(&self) -> bool {
-        matches!(self, CustomerError::Net(_) | CustomerError::Unreachable(_))
-            || self.refusal().is_some_and(|r| !r.definitive())
+        matches!(
+            self,
+            CustomerError::Net(_)
+                | CustomerError::Unreachable(_)
+                | CustomerError::Wallet(WalletError::BadResponse(_))
+        ) || self.refusal().is_some_and(|r| !r.definitive())
     }
 }
 
@@ -266,7 +270,11 @@ impl Customer {
             .scrip(&mut self.store)
             .unwrap_or_default()
             .into_iter()
-            .filter(|s| s.scrip.body.kind == ScripKind::Broker)
+            .filter(|s| {
+                s.scrip.body.kind == ScripKind::Broker
+                    && s.state == scrip_core::store::ScripState::Available
+                    && s.scrip.body.expiry > now()
+            })
             .map(|s| s.scrip.value())
             .max()
             .unwrap_or(Amount::ZERO);
@@ -293,7 +301,12 @@ impl Customer {
             pending.request_id,
             &answer.response,
         )?;
-        for receipt in answer.receipts {
+        // Keep only receipts for this request: a receipt for another leaf would prove nothing.
+        for receipt in answer
+            .receipts
+            .into_iter()
+            .filter(|r| r.request_id == pending.request_id)
+        {
             self.wallet.keep_log_receipt(&mut self.store, receipt)?;
         }
         match outcome {

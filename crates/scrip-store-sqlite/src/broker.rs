@@ -486,7 +486,8 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     fn log_size(&mut self) -> Result<u64, StoreError> {
         let size: i64 = self
             .tx
-            .prepare_cached("SELECT COUNT(*) FROM events")
+            // seq is the key, so MAX is an index look-up; leaf index = seq - 1 without gaps.
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")
             .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
             .map_err(failed("cannot count log entries"))?;
         u64::try_from(size).map_err(|_| StoreError("corrupt log size".into()))

@@ -75,6 +75,8 @@ pub fn run(dir: &Path, key: Option<PublicKey>) -> Result<(Report, Result<(), Cli
         "refused_double_spends": report.refused_double_spends,
         "refused_pins": report.refused_pins.iter().map(|(a, n)| json!({ "account": a.to_string(), "count": n })).collect::<Vec<_>>(),
         "pending_intents": report.pending_intents,
+        "unmatched_intents": report.unmatched_intents,
+        "unmatched_payments": report.unmatched_payments,
         "findings": report.findings.iter().map(|f| json!({ "check": f.check.to_string(), "location": f.location, "expected": f.expected, "found": f.found })).collect::<Vec<_>>(),
     });
     let verdict = if report.clean() {
@@ -110,6 +112,13 @@ fn render(report: &AuditReport) -> String {
             "\nmatching: {} recent intents still wait for their payment records",
             report.pending_intents
         ));
+    }
+    for unmatched in report
+        .unmatched_intents
+        .iter()
+        .chain(&report.unmatched_payments)
+    {
+        text.push_str(&format!("\nmatching: {unmatched}"));
     }
     if report.clean() {
         text.push_str("\naudit passed: log, ledger, matching, conservation and misuse all hold");

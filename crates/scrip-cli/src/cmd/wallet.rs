@@ -155,7 +155,22 @@ pub async fn buy(
             ));
         }
         None if json_output => {}
-        None => text.push_str(&String::from_utf8_lossy(&delivered.content)),
+        // On a terminal, text the merchant chose cannot drive it; into a pipe or file, the exact bytes.
+        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            text.push_str(&escape(&String::from_utf8_lossy(&delivered.content)))
+        }
+        None => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout();
+            stdout
+                .write_all(&delivered.content)
+                .and_then(|_| stdout.flush())
+                .map_err(|e| {
+                    CliError::local(format!(
+                        "bought, but cannot write the item: {e}; the receipt is in the wallet"
+                    ))
+                })?;
+        }
     }
     let content = if out.is_none() {
         Some(String::from_utf8_lossy(&delivered.content).into_owned())
