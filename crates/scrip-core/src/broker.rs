@@ -992,8 +992,16 @@ fn check_transfer(tx: &mut impl BrokerTx, entry: &Transfer) -> Result<(), Refusa
             });
         }
     }
+    // The ledger's range is i64: money-in runs negative with every deposit.
+    if tx.balance(&from)?.checked_sub(amount.as_i64()).is_none() {
+        return Err(Refusal::invalid_amount(format!(
+            "{from} would leave the ledger's range"
+        )));
+    }
     if tx.balance(&to)?.checked_add(amount.as_i64()).is_none() {
-        return Err(Refusal::invalid_amount(format!("{to} would overflow")));
+        return Err(Refusal::invalid_amount(format!(
+            "{to} would leave the ledger's range"
+        )));
     }
     Ok(())
 }

@@ -207,3 +207,30 @@ fn withdrawals_pay_out_and_are_refused_beyond_the_balance() {
     );
     sim.assert_conserved();
 }
+
+#[test]
+fn deposits_beyond_the_ledgers_range_are_refused_definitively() {
+    let mut sim = Sim::new(3);
+    let rich = sim.open_account("rich", "0");
+    let poor = sim.open_account("poor", "0");
+    // Amount::MAX is i64::MAX minor units: one such deposit fits, a second would take money-in past i64::MIN.
+    sim.broker
+        .deposit(
+            &mut sim.broker_store,
+            sim.now,
+            rich.number,
+            scrip_proto::Amount::MAX,
+        )
+        .unwrap();
+    let refused = sim
+        .broker
+        .deposit(&mut sim.broker_store, sim.now, poor.number, amount("1"))
+        .unwrap_err();
+    assert!(
+        matches!(refused, scrip_proto::Refusal::InvalidAmount { .. }),
+        "{refused}"
+    );
+    assert!(refused.definitive());
+    assert_eq!(sim.balance(poor.number), amount("0"));
+    sim.assert_conserved();
+}
