@@ -303,8 +303,10 @@ struct Replay {
     /// i128, so a forged leaf with an absurd amount is a finding, never an overflow.
     balances: BTreeMap<LedgerAccount, i128>,
     journal: Vec<(TransferKind, LedgerAccount, LedgerAccount, i64)>,
-    accounts: BTreeSet<AccountNumber>,
-    merchants: BTreeMap<MerchantId, AccountNumber>,
+    /// Account → (digest of the PIN hash, bound wallet key).
+    accounts: BTreeMap<AccountNumber, ([u8; 32], Option<PublicKey>)>,
+    /// Merchant → (credited account, name, digest of the licence).
+    merchants: BTreeMap<MerchantId, (AccountNumber, String, [u8; 32])>,
     spent_broker_scrip: BTreeSet<Vec<u8>>,
     /// Intent request id → (buy request, scrip key, time).
     intents: BTreeMap<RequestId, (RequestId, Vec<u8>, Timestamp)>,
@@ -352,8 +354,15 @@ impl Replay {
     fn apply(&mut self, index: usize, event: &BrokerEvent, report: &mut AuditReport) {
         use LedgerAccount::*;
         match event {
-            BrokerEvent::AccountOpened { account, .. } => {
-                self.accounts.insert(*account);
+            BrokerEvent::AccountOpened {
+                account, pin_hash, ..
+            } => {
+                self.accounts.insert(*account, (*pin_hash, None));
+            }
+            BrokerEvent::AccountKeyBound { account, key, .. } => {
+                if let Some(entry) = self.accounts.get_mut(account) {
+                    entry.1 = Some(*key);
+                }
             }
             BrokerEvent::Deposit {
                 account, amount, ..
@@ -376,9 +385,14 @@ impl Replay {
                 report,
             ),
             BrokerEvent::MerchantRegistered {
-                merchant, account, ..
+                merchant,
+                account,
+                name,
+                licence,
+                ..
             } => {
-                self.merchants.insert(*merchant, *account);
+                self.merchants
+                    .insert(*merchant, (*account, name.clone(), *licence));
             }
             BrokerEvent::BrokerScripIssued { account, value, .. } => self.transfer(
                 index,
@@ -438,7 +452,8 @@ impl Replay {
                         "a second one",
                     );
                 }
-                let Some(account) = self.merchants.get(merchant).copied() else {
+                let Some(account) = self.merchants.get(merchant).map(|(account, _, _)| *account)
+                else {
                     return report.find(
                         Check::Ledger,
                         format!("log leaf {index}"),
@@ -558,20 +573,60 @@ fn compare_ledger(replay: &Replay, snapshot: &BrokerSnapshot, report: &mut Audit
             );
         }
     }
+    // Accounts: the PIN hash and the bound key must be what the log says.
+    let accounts: BTreeSet<(AccountNumber, String, Option<PublicKey>)> = replay
+        .accounts
+        .iter()
+        .map(|(a, (pin, key))| (*a, hex(pin), *key))
+        .collect();
+    let stored_accounts: BTreeSet<(AccountNumber, String, Option<PublicKey>)> = snapshot
+        .accounts
+        .iter()
+        .map(|(a, pin_hash, key)| (*a, hex(&scrip_proto::crypto::digest(pin_hash)), *key))
+        .collect();
     compare_sets(
         "accounts",
-        &replay.accounts,
-        &snapshot.accounts.iter().copied().collect(),
-        |a| a.to_string(),
+        &accounts,
+        &stored_accounts,
+        |(a, pin, key)| {
+            format!(
+                "{a} (PIN hash digest {pin}, key {})",
+                key.map(|k| k.to_string())
+                    .unwrap_or_else(|| "unbound".into())
+            )
+        },
         report,
     );
-    let merchants: BTreeSet<(MerchantId, AccountNumber)> =
-        replay.merchants.iter().map(|(m, a)| (*m, *a)).collect();
+    // Merchants: the credited account, the name customers find it by, and the licence.
+    let merchants: BTreeSet<(MerchantId, AccountNumber, String, String)> = replay
+        .merchants
+        .iter()
+        .map(|(m, (a, name, licence))| (*m, *a, name.clone(), hex(licence)))
+        .collect();
+    let mut stored_merchants = BTreeSet::new();
+    for (merchant, account, name, licence) in &snapshot.merchants {
+        match decode::<scrip_proto::msg::Licence>(licence) {
+            Ok(licence) => {
+                stored_merchants.insert((
+                    *merchant,
+                    *account,
+                    name.clone(),
+                    hex(&scrip_proto::crypto::digest(&licence)),
+                ));
+            }
+            Err(error) => report.find(
+                Check::Ledger,
+                format!("table merchants row {merchant}"),
+                "a licence",
+                format!("bytes that do not decode ({error})"),
+            ),
+        }
+    }
     compare_sets(
         "merchants",
         &merchants,
-        &snapshot.merchants.iter().copied().collect(),
-        |(m, a)| format!("{m} (account {a})"),
+        &stored_merchants,
+        |(m, a, name, licence)| format!("{m} ({name:?}, account {a}, licence digest {licence})"),
         report,
     );
     compare_sets(

@@ -193,12 +193,13 @@ impl Broker {
             tx.insert_account(&AccountRecord {
                 number,
                 name: name.to_owned(),
-                pin_hash,
+                pin_hash: pin_hash.clone(),
                 account_key: None,
                 opened_at: now,
             })?;
             tx.append_event(&BrokerEvent::AccountOpened {
                 account: number,
+                pin_hash: digest(&pin_hash),
                 at: now,
             })?;
             Ok(OpenedAccount { number, pin })
@@ -508,7 +509,14 @@ impl Broker {
                 })
             }
             Some(_) => {}
-            None => tx.bind_account_key(account.number, &body.account_key)?,
+            None => {
+                tx.bind_account_key(account.number, &body.account_key)?;
+                tx.append_event(&BrokerEvent::AccountKeyBound {
+                    account: account.number,
+                    key: body.account_key,
+                    at: now,
+                })?;
+            }
         }
         transfer(
             tx,
@@ -659,6 +667,7 @@ impl Broker {
                 });
             }
         }
+        let licence = digest(&secrets.licence);
         tx.put_merchant(&MerchantRecord {
             merchant: body.merchant,
             name: body.name.clone(),
@@ -670,6 +679,7 @@ impl Broker {
             merchant: body.merchant,
             name: body.name.clone(),
             account: account.number,
+            licence,
             at: now,
         })?;
         Ok(MerchantRegistered {

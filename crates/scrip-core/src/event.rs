@@ -1,7 +1,7 @@
 //! Broker events: what the broker observed, appended to its log as canonical bytes.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use scrip_proto::{AccountNumber, Amount, MerchantId, RequestId, ScripId, Timestamp};
+use scrip_proto::{AccountNumber, Amount, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
 /// One thing the broker observed. The event log is the broker's record of
 /// every transaction; the auditing issue builds a Merkle log over these bytes.
@@ -9,6 +9,14 @@ use scrip_proto::{AccountNumber, Amount, MerchantId, RequestId, ScripId, Timesta
 pub enum BrokerEvent {
     AccountOpened {
         account: AccountNumber,
+        /// The digest of the stored PIN hash, so the audit sees a PIN changed behind the log's back.
+        pin_hash: [u8; 32],
+        at: Timestamp,
+    },
+    /// A wallet key was bound to the account on its first Obtain BrokerScrip.
+    AccountKeyBound {
+        account: AccountNumber,
+        key: PublicKey,
         at: Timestamp,
     },
     Deposit {
@@ -25,6 +33,8 @@ pub enum BrokerEvent {
         merchant: MerchantId,
         name: String,
         account: AccountNumber,
+        /// The digest of the licence, so the audit sees a licence replaced behind the log's back.
+        licence: [u8; 32],
         at: Timestamp,
     },
     BrokerScripIssued {

@@ -113,10 +113,11 @@ pub struct BrokerSnapshot {
     pub balances: Vec<(String, i64)>,
     /// The journal: (seq, kind, from, to, amount).
     pub journal: Vec<(i64, String, String, String, i64)>,
-    pub accounts: Vec<AccountNumber>,
+    /// Accounts: number, PIN hash, bound wallet key.
+    pub accounts: Vec<(AccountNumber, String, Option<PublicKey>)>,
     pub spent_broker_scrip: Vec<Vec<u8>>,
-    /// Merchants: id and the account their sales are credited to.
-    pub merchants: Vec<(MerchantId, AccountNumber)>,
+    /// Merchants: id, the account their sales are credited to, name, licence bytes.
+    pub merchants: Vec<(MerchantId, AccountNumber, String, Vec<u8>)>,
     /// Intents: request id, buy request id, scrip id key.
     pub intents: Vec<(RequestId, RequestId, Vec<u8>)>,
     /// Payments: merchant, scrip id key, the record's canonical bytes.

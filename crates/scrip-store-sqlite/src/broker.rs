@@ -635,20 +635,29 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                 int(&row[4], "journal.amount")?,
             ));
         }
-        for row in all("SELECT number FROM accounts ORDER BY number")? {
-            snapshot
-                .accounts
-                .push(account_from_sql(int(&row[0], "accounts.number")?)?);
+        for row in all("SELECT number, pin_hash, account_key FROM accounts ORDER BY number")? {
+            let key = match &row[2] {
+                Value::Null => None,
+                other => Some(public_key_from_sql(&blob(other, "accounts.account_key")?)?),
+            };
+            snapshot.accounts.push((
+                account_from_sql(int(&row[0], "accounts.number")?)?,
+                text(&row[1], "accounts.pin_hash")?,
+                key,
+            ));
         }
         for row in all("SELECT id FROM spent_broker_scrip ORDER BY id")? {
             snapshot
                 .spent_broker_scrip
                 .push(blob(&row[0], "spent_broker_scrip.id")?);
         }
-        for row in all("SELECT merchant, account FROM merchants ORDER BY merchant")? {
+        for row in all("SELECT merchant, account, name, licence FROM merchants ORDER BY merchant")?
+        {
             snapshot.merchants.push((
                 public_key_from_sql(&blob(&row[0], "merchants.merchant")?)?,
                 account_from_sql(int(&row[1], "merchants.account")?)?,
+                text(&row[2], "merchants.name")?,
+                blob(&row[3], "merchants.licence")?,
             ));
         }
         let request_id = |bytes: Vec<u8>| -> Result<RequestId, StoreError> {
@@ -710,6 +719,7 @@ mod tests {
     fn event() -> BrokerEvent {
         BrokerEvent::AccountOpened {
             account: AccountNumber(ALICE),
+            pin_hash: [7; 32],
             at: NOW,
         }
     }

@@ -887,13 +887,19 @@ fn a_changed_merchant_account_is_detected() {
     let moved = detected(
         &report,
         Check::Ledger,
-        &format!("table merchants row {} (account {})", p.tea, p.alice),
+        &format!(
+            "table merchants row {} (\"tea\", account {}",
+            p.tea, p.alice
+        ),
     );
     assert_eq!(moved.found, "present");
     let lost = detected(
         &report,
         Check::Ledger,
-        &format!("table merchants row {} (account {})", p.tea, p.tea_account),
+        &format!(
+            "table merchants row {} (\"tea\", account {}",
+            p.tea, p.tea_account
+        ),
     );
     assert_eq!(lost.found, "missing");
 }
@@ -915,4 +921,98 @@ fn a_deleted_intent_is_detected() {
         &format!("table intents row {request}"),
     );
     assert_eq!(finding.found, "missing");
+}
+
+#[test]
+fn a_rebound_account_key_is_detected() {
+    let p = pristine();
+    let intruder =
+        scrip_proto::crypto::SigningKey::from_secret(&Secret32::from_bytes([42; 32])).public_key();
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "UPDATE accounts SET account_key = ?1 WHERE number = ?2",
+            params![intruder.as_bytes().as_slice(), p.alice.0 as i64],
+        )
+    });
+    let found = detected(
+        &report,
+        Check::Ledger,
+        &format!("table accounts row {} (PIN hash digest", p.alice),
+    );
+    assert!(
+        found.found == "present" || found.found == "missing",
+        "{found:?}"
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.location.contains(&intruder.to_string())),
+        "the intruder's key is named: {:#?}",
+        report.findings
+    );
+}
+
+#[test]
+fn a_replaced_pin_hash_is_detected() {
+    let p = pristine();
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "UPDATE accounts SET pin_hash = 'attacker-chosen' WHERE number = ?1",
+            params![p.alice.0 as i64],
+        )
+    });
+    detected(
+        &report,
+        Check::Ledger,
+        &format!("table accounts row {} (PIN hash digest", p.alice),
+    );
+}
+
+#[test]
+fn a_renamed_merchant_is_detected() {
+    let p = pristine();
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "UPDATE merchants SET name = 'news2' WHERE merchant = ?1",
+            params![p.tea.as_bytes().as_slice()],
+        )
+    });
+    let found = detected(
+        &report,
+        Check::Ledger,
+        &format!("table merchants row {} (\"news2\"", p.tea),
+    );
+    assert_eq!(found.found, "present");
+}
+
+#[test]
+fn a_replaced_licence_is_detected() {
+    let p = pristine();
+    let forged = scrip_proto::encode(
+        &scrip_core::MerchantKeys::from_seed(&Secret32::from_bytes([9; 32])).licence(1),
+    );
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "UPDATE merchants SET licence = ?1 WHERE merchant = ?2",
+            params![forged, p.tea.as_bytes().as_slice()],
+        )
+    });
+    let found = detected(
+        &report,
+        Check::Ledger,
+        &format!("table merchants row {} (\"tea\"", p.tea),
+    );
+    assert!(
+        found.found == "present" || found.found == "missing",
+        "{found:?}"
+    );
 }
