@@ -67,8 +67,8 @@ async fn receipts_verify_until_the_broker_rolls_its_log_back() {
     assert_eq!(verified.receipts, 3);
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
     assert_eq!(
-        verified.log_size, 5,
-        "account opened, deposit, three BrokerScrip issued"
+        verified.log_size, 6,
+        "account opened, deposit, wallet key bound, three BrokerScrip issued"
     );
     drop(customer);
     node.node.shutdown().await;
@@ -77,9 +77,9 @@ async fn receipts_verify_until_the_broker_rolls_its_log_back() {
     // checkpoints that covered them, so what remains is signed and consistent.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
-        "DELETE FROM events WHERE seq > 3;
-         DELETE FROM checkpoints WHERE size > 3;
-         DELETE FROM log_hashes WHERE idx >= 4;",
+        "DELETE FROM events WHERE seq > 4;
+         DELETE FROM checkpoints WHERE size > 4;
+         DELETE FROM log_hashes WHERE idx >= 7;",
     )
     .unwrap();
     drop(conn);
@@ -95,7 +95,7 @@ async fn receipts_verify_until_the_broker_rolls_its_log_back() {
     .await
     .unwrap();
     let verified = customer.verify_log(Vec::new()).await.unwrap();
-    assert_eq!(verified.log_size, 3);
+    assert_eq!(verified.log_size, 4);
     assert_eq!(verified.receipts, 3);
     assert_eq!(
         verified.problems.len(),
