@@ -9,7 +9,8 @@ use scrip_core::store::{Destination, PendingRequest};
 use scrip_core::wallet::{BrokerOutcome, Delivered};
 use scrip_core::{Wallet, WalletError, WalletKeys};
 use scrip_proto::msg::{
-    CatalogListing, LogReceipt, MerchantEntry, MerchantRequest, MerchantResponse, Purchase,
+    BrokerRequest, CatalogListing, LogReceipt, MerchantEntry, MerchantRequest, MerchantResponse,
+    Purchase,
 };
 use scrip_proto::{
     decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, Scrip, ScripKind,
@@ -67,6 +68,8 @@ pub struct Customer {
     store: SqliteWalletStore,
     /// Merchants' addresses found at the rendezvous point, by peer id.
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Purchases completed by [`Customer::recover`], not yet shown to the user.
+    recovered: Vec<(scrip_proto::RequestId, Delivered)>,
     _driver: tokio::task::JoinHandle<()>,
 }
 
@@ -95,6 +98,7 @@ impl Customer {
             wallet,
             store,
             addresses: HashMap::new(),
+            recovered: Vec::new(),
             _driver: driver,
         };
         customer.recover().await;
@@ -130,18 +134,46 @@ impl Customer {
         self.wallet.balances(&mut self.store)
     }
 
-    /// Resends every pending request, broker requests first (an intent before its buy).
+    /// Resends every pending request, broker requests first (an intent
+    /// before its buy). A buy whose intent the broker refused for good is
+    /// abandoned, as [`Customer::buy`] would. Purchases completed here are
+    /// kept for [`Customer::take_recovered`].
     pub async fn recover(&mut self) {
         let Ok(mut pending) = self.wallet.pending(&mut self.store) else {
             return;
         };
         pending.sort_by_key(|p| !matches!(p.destination, Destination::Broker));
+        let mut abandoned = Vec::new();
         for request in pending {
+            if abandoned.contains(&request.request_id) {
+                let _ = self
+                    .wallet
+                    .cancel_unsent(&mut self.store, request.request_id);
+                continue;
+            }
             tracing::info!(request = %request.request_id, "resending a request left pending");
-            if let Err(error) = self.send(&request).await {
+            let outcome = match request.destination {
+                Destination::Broker => self.send_to_broker(&request).await.map(drop),
+                Destination::Merchant(merchant) => self
+                    .send_to_merchant(&request, merchant)
+                    .await
+                    .map(|delivered| self.recovered.push((request.request_id, delivered))),
+            };
+            if let Err(error) = outcome {
+                if let (true, Ok(BrokerRequest::Intent(intent))) = (
+                    error.refusal().is_some_and(Refusal::definitive),
+                    scrip_proto::decode::<BrokerRequest>(&request.request),
+                ) {
+                    abandoned.push(intent.body.buy_request);
+                }
                 tracing::warn!(%error, request = %request.request_id, "pending request not settled");
             }
         }
+    }
+
+    /// Purchases that a resent request completed, with what they delivered.
+    pub fn take_recovered(&mut self) -> Vec<(scrip_proto::RequestId, Delivered)> {
+        std::mem::take(&mut self.recovered)
     }
 
     /// Step 1: Obtain BrokerScrip with a macro-payment from the account.
@@ -280,15 +312,6 @@ impl Customer {
             .unwrap_or(Amount::ZERO);
         let ten_times = Amount::from_minor(price.minor().saturating_mul(10)).unwrap_or(Amount::MAX);
         ten_times.min(largest).max(price)
-    }
-
-    async fn send(&mut self, pending: &PendingRequest) -> Result<(), CustomerError> {
-        match pending.destination {
-            Destination::Broker => self.send_to_broker(pending).await.map(drop),
-            Destination::Merchant(merchant) => {
-                self.send_to_merchant(pending, merchant).await.map(drop)
-            }
-        }
     }
 
     async fn send_to_broker(

@@ -17,7 +17,16 @@ pub async fn connect(dir: &Path, net: scrip_node::NetOptions) -> Result<Customer
     let broker = super::peer::broker_address(&layout)?;
     let seed = dirs::read_seed(&layout.seed())?;
     let store = SqliteWalletStore::open(&layout.wallet()).map_err(CliError::local)?;
-    Ok(Customer::connect(broker, WalletKeys::from_seed(&seed), store, net).await?)
+    let mut customer = Customer::connect(broker, WalletKeys::from_seed(&seed), store, net).await?;
+    // A purchase an earlier run left pending may have completed just now: keep what it delivered.
+    for (request, delivered) in customer.take_recovered() {
+        let path = dir.join(format!("recovered-{request}"));
+        match std::fs::write(&path, &delivered.content) {
+            Ok(()) => eprintln!("note: a purchase left pending by an earlier run completed; the item is in {}", path.display()),
+            Err(e) => eprintln!("note: a purchase left pending by an earlier run completed, but its item cannot be written to {}: {e}", path.display()),
+        }
+    }
+    Ok(customer)
 }
 
 fn scrip_json(scrip: &[Scrip]) -> serde_json::Value {
