@@ -214,23 +214,21 @@ impl Broker {
         account: AccountNumber,
         amount: Amount,
     ) -> Result<Amount, Refusal> {
-        self.in_transaction(store, now, |tx| {
-            existing_account(tx, account)?;
-            transfer(
-                tx,
-                TransferKind::Deposit,
-                LedgerAccount::MoneyIn,
-                LedgerAccount::Customer(account),
-                amount,
-                now,
-            )?;
-            tx.append_event(&BrokerEvent::Deposit {
-                account,
-                amount,
-                at: now,
-            })?;
-            customer_balance(tx, account)
-        })
+        let event = BrokerEvent::Deposit {
+            account,
+            amount,
+            at: now,
+        };
+        self.move_outside_money(
+            store,
+            now,
+            account,
+            TransferKind::Deposit,
+            LedgerAccount::MoneyIn,
+            LedgerAccount::Customer(account),
+            amount,
+            event,
+        )
     }
 
     /// Money paid out to the outside bank. Returns the new balance.
@@ -241,21 +239,41 @@ impl Broker {
         account: AccountNumber,
         amount: Amount,
     ) -> Result<Amount, Refusal> {
+        let event = BrokerEvent::Withdrawal {
+            account,
+            amount,
+            at: now,
+        };
+        self.move_outside_money(
+            store,
+            now,
+            account,
+            TransferKind::Withdrawal,
+            LedgerAccount::Customer(account),
+            LedgerAccount::MoneyOut,
+            amount,
+            event,
+        )
+    }
+
+    /// A deposit or a withdrawal: one transfer between the account and the
+    /// outside bank, and its event. Returns the account's new balance.
+    #[allow(clippy::too_many_arguments)]
+    fn move_outside_money(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        account: AccountNumber,
+        kind: TransferKind,
+        from: LedgerAccount,
+        to: LedgerAccount,
+        amount: Amount,
+        event: BrokerEvent,
+    ) -> Result<Amount, Refusal> {
         self.in_transaction(store, now, |tx| {
             existing_account(tx, account)?;
-            transfer(
-                tx,
-                TransferKind::Withdrawal,
-                LedgerAccount::Customer(account),
-                LedgerAccount::MoneyOut,
-                amount,
-                now,
-            )?;
-            tx.append_event(&BrokerEvent::Withdrawal {
-                account,
-                amount,
-                at: now,
-            })?;
+            transfer(tx, kind, from, to, amount, now)?;
+            tx.append_event(&event)?;
             customer_balance(tx, account)
         })
     }
