@@ -9,11 +9,12 @@
 
 use scrip_proto::crypto::{digest, Labelled, Proved, Signed, StampingSecret};
 use scrip_proto::msg::{
-    customer_secret_aad, envelope_aad, purpose, AuditRequest, AuditResponse, BrokerInfo,
-    BrokerRequest, BrokerResponse, BrokerScripIssued, BrokerScripOrder, BrokerScripRenewed, Intent,
-    IntentReceipt, IssuedScrip, LogReceipt, MerchantRegistered, MerchantSecrets, ObtainBrokerScrip,
-    ObtainVendorScrip, PaymentRecord, PaymentRecords, PaymentRecordsAck, Purchase, RecordOutcome,
-    RegisterMerchant, RenewBrokerScrip, VendorScripIssued,
+    customer_secret_aad, envelope_aad, purpose, AuditRequest, AuditResponse, BrokerAnswer,
+    BrokerInfo, BrokerRequest, BrokerResponse, BrokerScripIssued, BrokerScripOrder,
+    BrokerScripRenewed, Intent, IntentReceipt, IssuedScrip, LogReceipt, MerchantRegistered,
+    MerchantSecrets, ObtainBrokerScrip, ObtainVendorScrip, PaymentRecord, PaymentRecords,
+    PaymentRecordsAck, Purchase, RecordOutcome, RegisterMerchant, RenewBrokerScrip,
+    VendorScripIssued,
 };
 use scrip_proto::{
     decode, encode, AccountNumber, Amount, Currency, CustId, HpkePublicKey, MerchantId, Pin,
@@ -116,6 +117,17 @@ fn reading<S: BrokerStore, R>(
     step(&mut tx)
 }
 
+/// Runs `step` in one transaction and keeps its changes only if it succeeded.
+fn transaction<S: BrokerStore, R>(
+    store: &mut S,
+    step: impl FnOnce(&mut S::Tx<'_>) -> Result<R, Refusal>,
+) -> Result<R, Refusal> {
+    let mut tx = store.begin()?;
+    let result = step(&mut tx)?;
+    tx.commit()?;
+    Ok(result)
+}
+
 impl Broker {
     pub fn new(keys: BrokerKeys, config: BrokerConfig) -> Self {
         let stamping = (1..=config.series)
@@ -128,28 +140,51 @@ impl Broker {
         }
     }
 
-    /// Runs `step` in one transaction and commits only if it succeeded. If
-    /// the step appended to the log, a checkpoint of the new log, signed by
-    /// the broker, is kept in the same transaction.
+    /// Runs `steps` as one group commit (see [`GroupCommit`]): they become
+    /// durable together. If they appended to the log, one checkpoint of the
+    /// new log, signed by the broker, is kept in the same group.
+    ///
+    /// # Errors
+    /// The group could not be begun, checkpointed or committed; then none of
+    /// it was kept, whatever `steps` returned.
+    fn group<S: BrokerStore, R>(
+        &self,
+        store: &mut S,
+        now: Timestamp,
+        steps: impl FnOnce(&mut S) -> R,
+    ) -> Result<R, Refusal> {
+        store.begin_group()?;
+        let result = steps(store);
+        if let Err(refusal) = transaction(store, |tx| self.checkpoint(tx, now)) {
+            store.abort_group();
+            return Err(refusal);
+        }
+        store.end_group()?;
+        Ok(result)
+    }
+
+    /// Signs and keeps a checkpoint of the log, if it grew since the latest one.
+    fn checkpoint(&self, tx: &mut impl BrokerTx, now: Timestamp) -> Result<(), Refusal> {
+        let size = tx.log_size()?;
+        let checkpointed = tx.latest_checkpoint()?.map_or(0, |(size, _)| size);
+        if size > checkpointed {
+            let root = log::root(tx, size)?;
+            tx.put_checkpoint(
+                size,
+                &log::sign_checkpoint(&self.keys.signing, size, root, now)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Runs one operator `step` in its own transaction and group commit.
     fn in_transaction<S: BrokerStore, R>(
         &self,
         store: &mut S,
         now: Timestamp,
         step: impl FnOnce(&mut S::Tx<'_>) -> Result<R, Refusal>,
     ) -> Result<R, Refusal> {
-        let mut tx = store.begin()?;
-        let size_before = tx.log_size()?;
-        let result = step(&mut tx)?;
-        let size = tx.log_size()?;
-        if size > size_before {
-            let root = log::root(&mut tx, size)?;
-            tx.put_checkpoint(
-                size,
-                &log::sign_checkpoint(&self.keys.signing, size, root, now)?,
-            )?;
-        }
-        tx.commit()?;
-        Ok(result)
+        self.group(store, now, |store| transaction(store, step))?
     }
 
     /// What peers need to know to talk to this broker.
@@ -347,7 +382,65 @@ impl Broker {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &BrokerRequest,
     ) -> BrokerResponse {
-        let result = self.in_transaction(store, now, |tx| {
+        let mut answers = self.answer_group(store, now, rng, std::slice::from_ref(request));
+        answers
+            .pop()
+            .map_or(BrokerResponse::Refused(Refusal::Unavailable), |answer| {
+                answer.response
+            })
+    }
+
+    /// Answers a group of requests with one durable commit and one signed
+    /// checkpoint (group commit): under load, one fsync and one signature
+    /// serve many steps. Each request still runs in its own transaction, so a
+    /// refused one leaves the others' changes and the store as it was. If the
+    /// group cannot be committed, every request is answered
+    /// [`Refusal::Unavailable`] and nothing was kept.
+    ///
+    /// Each answer carries the log receipts of its request (see [`BrokerAnswer`]).
+    pub fn answer_group(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        requests: &[BrokerRequest],
+    ) -> Vec<BrokerAnswer> {
+        let responses = self
+            .group(store, now, |store| {
+                requests
+                    .iter()
+                    .map(|request| self.step(store, now, rng, request))
+                    .collect()
+            })
+            .unwrap_or_else(|refusal| vec![BrokerResponse::Refused(refusal); requests.len()]);
+        // The group is durable and checkpointed: the receipts can point into it.
+        let receipts = reading(store, |tx| {
+            requests
+                .iter()
+                .zip(&responses)
+                .map(|(request, response)| receipts(tx, request, response))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_else(|refusal| {
+            tracing::warn!(%refusal, "cannot make log receipts");
+            vec![Vec::new(); requests.len()]
+        });
+        responses
+            .into_iter()
+            .zip(receipts)
+            .map(|(response, receipts)| BrokerAnswer { response, receipts })
+            .collect()
+    }
+
+    /// One request of a group, in its own transaction.
+    fn step<S: BrokerStore>(
+        &self,
+        store: &mut S,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &BrokerRequest,
+    ) -> BrokerResponse {
+        let result = transaction(store, |tx| {
             let Some(request_id) = request.request_id() else {
                 return self.dispatch(tx, now, rng, request);
             };
@@ -373,49 +466,6 @@ impl Broker {
             self.record_refusal(store, now, refusal);
         }
         result.unwrap_or_else(BrokerResponse::Refused)
-    }
-
-    /// The receipt for a request this broker answered and logged: the leaf
-    /// that records it and the latest signed checkpoint. `None` for requests
-    /// never answered or that logged nothing.
-    pub fn receipt(
-        &self,
-        store: &mut impl BrokerStore,
-        request_id: scrip_proto::RequestId,
-    ) -> Result<Option<LogReceipt>, Refusal> {
-        let leaf = reading(store, |tx| {
-            Ok(tx
-                .stored_response(&request_id)?
-                .and_then(|stored| stored.leaf))
-        })?;
-        match leaf {
-            Some(leaf) => self.receipt_for_leaf(store, request_id, leaf),
-            None => Ok(None),
-        }
-    }
-
-    /// The receipt for log leaf `leaf_index`, which records request
-    /// `request_id`, under the latest checkpoint; `None` while no checkpoint covers it.
-    pub fn receipt_for_leaf(
-        &self,
-        store: &mut impl BrokerStore,
-        request_id: scrip_proto::RequestId,
-        leaf_index: u64,
-    ) -> Result<Option<LogReceipt>, Refusal> {
-        reading(store, |tx| {
-            let Some((size, checkpoint)) = tx.latest_checkpoint()? else {
-                return Ok(None);
-            };
-            if leaf_index >= size {
-                return Ok(None);
-            }
-            Ok(Some(LogReceipt {
-                request_id,
-                leaf_index,
-                leaf_hash: log::leaf_hash(tx, leaf_index)?,
-                checkpoint,
-            }))
-        })
     }
 
     /// Answers questions about the log: the latest checkpoint, inclusion and consistency proofs.
@@ -467,7 +517,7 @@ impl Broker {
             },
             _ => return,
         };
-        if let Err(error) = self.in_transaction(store, now, |tx| Ok(tx.append_event(&event)?)) {
+        if let Err(error) = transaction(store, |tx| Ok(tx.append_event(&event)?)) {
             tracing::warn!(%error, "cannot record a refusal in the audit log");
         }
     }
@@ -954,6 +1004,62 @@ impl Broker {
         }
         Ok(account)
     }
+}
+
+/// The log receipts for an answered request: its logged step (a retry gets
+/// the same leaf under a newer checkpoint), or each credited payment record.
+fn receipts(
+    tx: &mut impl BrokerTx,
+    request: &BrokerRequest,
+    response: &BrokerResponse,
+) -> Result<Vec<LogReceipt>, Refusal> {
+    if let (BrokerRequest::PaymentRecords(batch), BrokerResponse::PaymentRecordsAck(ack)) =
+        (request, response)
+    {
+        let mut receipts = Vec::new();
+        for (record, (_, outcome)) in batch.body.records.iter().zip(&ack.body.outcomes) {
+            if let RecordOutcome::Credited { leaf, .. } = outcome {
+                receipts.extend(receipt_for_leaf(tx, record.buy.body.request_id, *leaf)?);
+            }
+        }
+        return Ok(receipts);
+    }
+    let Some(request_id) = request.request_id() else {
+        return Ok(Vec::new());
+    };
+    if matches!(response, BrokerResponse::Refused(_)) {
+        return Ok(Vec::new());
+    }
+    let leaf = tx
+        .stored_response(&request_id)?
+        .and_then(|stored| stored.leaf);
+    Ok(match leaf {
+        Some(leaf) => receipt_for_leaf(tx, request_id, leaf)?
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+/// The receipt for log leaf `leaf_index`, which records request
+/// `request_id`, under the latest checkpoint; `None` while no checkpoint covers it.
+fn receipt_for_leaf(
+    tx: &mut impl BrokerTx,
+    request_id: scrip_proto::RequestId,
+    leaf_index: u64,
+) -> Result<Option<LogReceipt>, Refusal> {
+    let Some((size, checkpoint)) = tx.latest_checkpoint()? else {
+        return Ok(None);
+    };
+    if leaf_index >= size {
+        return Ok(None);
+    }
+    Ok(Some(LogReceipt {
+        request_id,
+        leaf_index,
+        leaf_hash: log::leaf_hash(tx, leaf_index)?,
+        checkpoint,
+    }))
 }
 
 fn bad_signature<T: Labelled>() -> Refusal {

@@ -21,7 +21,7 @@ use scrip_proto::{
 };
 
 use crate::keys::MerchantKeys;
-use crate::store::{MerchantStore, MerchantTx, Spend, StoredResponse};
+use crate::store::{MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
 use crate::validate::{verify_spend, Expected};
 
 /// One item for sale.
@@ -174,6 +174,47 @@ impl Merchant {
 
     /// Handles one request; a refusal leaves the store as it was.
     pub fn handle(
+        &self,
+        store: &mut impl MerchantStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &MerchantRequest,
+    ) -> MerchantResponse {
+        let mut answers = self.answer_group(store, now, rng, std::slice::from_ref(request));
+        answers
+            .pop()
+            .unwrap_or(MerchantResponse::Refused(Refusal::Unavailable))
+    }
+
+    /// Answers a group of requests with one durable commit (group commit).
+    /// Each request runs in its own transaction, so a refused one leaves the
+    /// others' changes and the store as it was. If the group cannot be
+    /// committed, every request is answered [`Refusal::Unavailable`] and
+    /// nothing was kept.
+    pub fn answer_group(
+        &self,
+        store: &mut impl MerchantStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        requests: &[MerchantRequest],
+    ) -> Vec<MerchantResponse> {
+        let unavailable = |error: StoreError| {
+            vec![MerchantResponse::Refused(Refusal::from(error)); requests.len()]
+        };
+        if let Err(error) = store.begin_group() {
+            return unavailable(error);
+        }
+        let responses = requests
+            .iter()
+            .map(|request| self.step(store, now, rng, request))
+            .collect();
+        match store.end_group() {
+            Ok(()) => responses,
+            Err(error) => unavailable(error),
+        }
+    }
+
+    fn step(
         &self,
         store: &mut impl MerchantStore,
         now: Timestamp,

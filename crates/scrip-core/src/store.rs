@@ -124,8 +124,24 @@ pub struct BrokerSnapshot {
     pub payments: Vec<(MerchantId, Vec<u8>, Vec<u8>)>,
 }
 
+/// Group commit: many steps, one durable commit.
+///
+/// Between [`begin_group`](Self::begin_group) and
+/// [`end_group`](Self::end_group), every transaction the store begins is
+/// nested in one outer transaction: committing it keeps its changes in the
+/// group, dropping it undoes only its own. `end_group` makes the whole group
+/// durable at once, or none of it, so one fsync serves many steps. Nothing
+/// a grouped step answers may leave the process before `end_group` succeeds.
+pub trait GroupCommit {
+    fn begin_group(&mut self) -> Result<(), StoreError>;
+    /// Commits the group. On error nothing of the group was kept.
+    fn end_group(&mut self) -> Result<(), StoreError>;
+    /// Undoes the whole group.
+    fn abort_group(&mut self);
+}
+
 /// The broker's storage.
-pub trait BrokerStore {
+pub trait BrokerStore: GroupCommit {
     type Tx<'a>: BrokerTx
     where
         Self: 'a;
@@ -222,7 +238,7 @@ pub trait BrokerTx {
 }
 
 /// A merchant's storage.
-pub trait MerchantStore {
+pub trait MerchantStore: GroupCommit {
     type Tx<'a>: MerchantTx
     where
         Self: 'a;

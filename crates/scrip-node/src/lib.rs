@@ -15,6 +15,7 @@
 pub mod broker;
 pub mod codec;
 pub mod customer;
+pub mod group;
 pub mod link;
 pub mod merchant;
 pub mod node;

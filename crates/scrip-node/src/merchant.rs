@@ -2,7 +2,7 @@
 //! and forwards payment records to it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
@@ -12,6 +12,7 @@ use scrip_proto::msg::{BrokerResponse, MerchantRequest, MerchantResponse};
 use scrip_proto::{decode, encode, AccountNumber, Pin, Refusal, RequestId};
 use scrip_store_sqlite::SqliteMerchantStore;
 
+use crate::group::Grouped;
 use crate::link::BrokerLink;
 use crate::node::{Handler, Inbound, Node, NodeConfig};
 use crate::{keypair, now, protocol, NetError, NetOptions};
@@ -40,7 +41,7 @@ pub enum MerchantStartError {
 /// The merchant and its store, shared by the request handlers.
 pub struct MerchantService {
     merchant: Merchant,
-    store: Mutex<SqliteMerchantStore>,
+    store: Grouped<SqliteMerchantStore, MerchantRequest, MerchantResponse>,
 }
 
 impl MerchantService {
@@ -49,15 +50,19 @@ impl MerchantService {
     }
 
     /// Answers one inbound request: validates locally, no call to the broker.
+    /// Buys are answered in groups, one durable commit per group (see [`Grouped`]).
     pub fn handle(&self, inbound: Inbound) -> Vec<u8> {
-        let mut store = self
-            .store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let response = match decode::<MerchantRequest>(&inbound.request) {
-            Ok(request) if protocol::for_merchant_request(&request) == inbound.protocol => self
-                .merchant
-                .handle(&mut *store, now(), &mut rand::rngs::OsRng, &request),
+            Ok(request) if protocol::for_merchant_request(&request) == inbound.protocol => {
+                self.store.submit(
+                    request,
+                    |store, group| {
+                        self.merchant
+                            .answer_group(store, now(), &mut rand::rngs::OsRng, &group)
+                    },
+                    || MerchantResponse::Refused(Refusal::Unavailable),
+                )
+            }
             Ok(request) => MerchantResponse::Refused(Refusal::invalid_request(format!(
                 "a {} request does not belong on {}",
                 protocol::for_merchant_request(&request),
@@ -68,39 +73,42 @@ impl MerchantService {
         encode(&response)
     }
 
-    /// Sends every queued payment record to the broker, batch by batch.
-    pub async fn forward_payment_records(&self, link: &BrokerLink) -> Result<Settlement, NetError> {
+    /// Sends every queued payment record to the broker, batch by batch. The
+    /// store work runs on a blocking thread, not on the node's async workers.
+    pub async fn forward_payment_records(
+        self: &Arc<Self>,
+        link: &BrokerLink,
+    ) -> Result<Settlement, NetError> {
         let mut total = Settlement::default();
         loop {
-            let batch = {
-                let mut store = self
-                    .store
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                self.merchant
-                    .poll_payment_records(&mut *store, RECORDS_PER_BATCH)
-            };
+            let batch = self
+                .blocking(|service| {
+                    service
+                        .merchant
+                        .poll_payment_records(&mut *service.store.store(), RECORDS_PER_BATCH)
+                })
+                .await?;
             let batch = match batch {
                 Ok(Some(batch)) => batch,
                 Ok(None) => return Ok(total),
                 Err(refusal) => return Err(NetError::Request(refusal.to_string())),
             };
             let answer = link.call(&batch).await?;
-            let response = answer.response;
-            let mut store = self
-                .store
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Err(refusal) = self
-                .merchant
-                .keep_log_receipts(&mut *store, &answer.receipts)
-            {
-                tracing::warn!(%refusal, "cannot keep the broker's log receipts");
-            }
-            match self
-                .merchant
-                .handle_payment_records_ack(&mut *store, &response)
-            {
+            let settled = self
+                .blocking(move |service| {
+                    let mut store = service.store.store();
+                    if let Err(refusal) = service
+                        .merchant
+                        .keep_log_receipts(&mut *store, &answer.receipts)
+                    {
+                        tracing::warn!(%refusal, "cannot keep the broker's log receipts");
+                    }
+                    service
+                        .merchant
+                        .handle_payment_records_ack(&mut *store, &answer.response)
+                })
+                .await?;
+            match settled {
                 Ok(settlement) => {
                     total.recorded += settlement.recorded;
                     total.credited = total
@@ -117,6 +125,17 @@ impl MerchantService {
                 }
             }
         }
+    }
+
+    /// Runs store work on tokio's blocking threads.
+    async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&MerchantService) -> R + Send + 'static,
+    ) -> Result<R, NetError> {
+        let service = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&service))
+            .await
+            .map_err(|error| NetError::Request(format!("store work failed: {error}")))
     }
 }
 
@@ -191,7 +210,7 @@ impl MerchantNode {
         link.register_as_merchant().await?;
         let service = Arc::new(MerchantService {
             merchant,
-            store: Mutex::new(store),
+            store: Grouped::new(store),
         });
         let _ = cell.set(service.clone());
         let forwarder = tokio::spawn(forward_forever(service.clone(), link.clone()));

@@ -684,9 +684,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn commit(self) -> Result<(), StoreError> {
-        self.tx
-            .commit()
-            .map_err(failed("cannot commit broker transaction"))
+        self.tx.commit("cannot commit broker transaction")
     }
 }
 

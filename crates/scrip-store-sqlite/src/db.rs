@@ -396,6 +396,117 @@ pub(crate) fn fingerprint(conn: &Connection) -> Result<String, StoreError> {
     Ok(dump)
 }
 
+// ---- Transactions and group commit ---------------------------------------
+
+/// One step's transaction: `BEGIN IMMEDIATE` on its own, or a savepoint of
+/// the open group commit. Rolls back when dropped without [`Step::commit`].
+pub(crate) struct Step<'a> {
+    conn: &'a Connection,
+    nested: bool,
+    open: bool,
+}
+
+impl<'a> Step<'a> {
+    pub(crate) fn begin(
+        conn: &'a Connection,
+        nested: bool,
+        role: &'static str,
+    ) -> Result<Self, StoreError> {
+        let sql = if nested {
+            "SAVEPOINT step"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        run(conn, sql)
+            .map_err(|error| StoreError(format!("cannot begin {role} transaction: {error}")))?;
+        Ok(Step {
+            conn,
+            nested,
+            open: true,
+        })
+    }
+
+    pub(crate) fn commit(mut self, what: &'static str) -> Result<(), StoreError> {
+        let sql = if self.nested {
+            "RELEASE step"
+        } else {
+            "COMMIT"
+        };
+        run(self.conn, sql).map_err(failed(what))?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Step<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Step<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let undone = if self.nested {
+            run(self.conn, "ROLLBACK TO step").and_then(|()| run(self.conn, "RELEASE step"))
+        } else {
+            run(self.conn, "ROLLBACK")
+        };
+        if let Err(error) = undone {
+            // SQLite rolls back by itself when it cannot; nothing half-done is kept.
+            tracing::error!(%error, "cannot roll back a store transaction");
+        }
+    }
+}
+
+/// Runs one statement, prepared once per connection: steps run thousands of times a second.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+pub(crate) fn begin_group(
+    conn: &Connection,
+    grouped: &mut bool,
+    role: &'static str,
+) -> Result<(), StoreError> {
+    if *grouped {
+        return Err(StoreError(format!("a {role} group commit is already open")));
+    }
+    run(conn, "BEGIN IMMEDIATE")
+        .map_err(|error| StoreError(format!("cannot begin {role} group commit: {error}")))?;
+    *grouped = true;
+    Ok(())
+}
+
+pub(crate) fn end_group(
+    conn: &Connection,
+    grouped: &mut bool,
+    role: &'static str,
+) -> Result<(), StoreError> {
+    if !std::mem::replace(grouped, false) {
+        return Err(StoreError(format!("no {role} group commit is open")));
+    }
+    run(conn, "COMMIT").map_err(|error| {
+        // The commit failed but the transaction may still be open: undo it whole.
+        abort_group(conn, &mut true);
+        StoreError(format!("cannot commit {role} group: {error}"))
+    })
+}
+
+pub(crate) fn abort_group(conn: &Connection, grouped: &mut bool) {
+    *grouped = false;
+    if !conn.is_autocommit() {
+        if let Err(error) = run(conn, "ROLLBACK") {
+            // SQLite rolls back by itself when it cannot; nothing half-done is kept.
+            tracing::error!(%error, "cannot roll back a group commit");
+        }
+    }
+}
+
 /// Defines a store over one SQLite file of the calling module's `SCHEMA`:
 /// the store type with `open`, `open_in_memory` and `fingerprint`, its
 /// transaction type, and `begin` of the core's store trait. One definition
@@ -405,6 +516,8 @@ macro_rules! sqlite_store {
         $(#[$doc])*
         pub struct $store {
             conn: rusqlite::Connection,
+            /// Inside a group commit: transactions are savepoints of the group's.
+            grouped: bool,
         }
 
         impl $store {
@@ -414,7 +527,7 @@ macro_rules! sqlite_store {
             /// The file cannot be created or opened, belongs to another role,
             /// or has a schema newer than this build.
             pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
-                crate::db::open(path, &SCHEMA).map(|conn| $store { conn })
+                crate::db::open(path, &SCHEMA).map(|conn| $store { conn, grouped: false })
             }
 
             #[doc = concat!("A fresh ", $role, " database in memory, gone when the store is dropped.")]
@@ -422,7 +535,7 @@ macro_rules! sqlite_store {
             /// # Errors
             /// SQLite cannot allocate or migrate the database.
             pub fn open_in_memory() -> Result<Self, StoreError> {
-                crate::db::open_in_memory(&SCHEMA).map(|conn| $store { conn })
+                crate::db::open_in_memory(&SCHEMA).map(|conn| $store { conn, grouped: false })
             }
 
             /// Every row of every table but the audit log's, as text: equal dumps mean
@@ -436,17 +549,27 @@ macro_rules! sqlite_store {
             type Tx<'a> = $tx<'a>;
 
             fn begin(&mut self) -> Result<$tx<'_>, StoreError> {
-                let tx = self
-                    .conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(crate::db::failed(concat!("cannot begin ", $role, " transaction")))?;
-                Ok($tx { tx })
+                crate::db::Step::begin(&self.conn, self.grouped, $role).map(|tx| $tx { tx })
+            }
+        }
+
+        impl scrip_core::store::GroupCommit for $store {
+            fn begin_group(&mut self) -> Result<(), StoreError> {
+                crate::db::begin_group(&self.conn, &mut self.grouped, $role)
+            }
+
+            fn end_group(&mut self) -> Result<(), StoreError> {
+                crate::db::end_group(&self.conn, &mut self.grouped, $role)
+            }
+
+            fn abort_group(&mut self) {
+                crate::db::abort_group(&self.conn, &mut self.grouped);
             }
         }
 
         $(#[$tx_doc])*
         pub struct $tx<'a> {
-            tx: rusqlite::Transaction<'a>,
+            tx: crate::db::Step<'a>,
         }
     };
 }

@@ -147,9 +147,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
     }
 
     fn commit(self) -> Result<(), StoreError> {
-        self.tx
-            .commit()
-            .map_err(failed("cannot commit merchant transaction"))
+        self.tx.commit("cannot commit merchant transaction")
     }
 }
 
@@ -224,6 +222,42 @@ mod tests {
         assert_eq!(tx.stored_response(&request_id(1)).unwrap(), None);
         assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
         assert!(tx.queued_payment_records(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_group_keeps_its_committed_steps_together_or_not_at_all() {
+        use scrip_core::store::GroupCommit;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        let spend = |store: &mut SqliteMerchantStore, n: u64, commit: bool| {
+            let mut tx = store.begin().unwrap();
+            assert_eq!(tx.mark_spent(&scrip_id(n), NOW).unwrap(), Spend::Fresh);
+            if commit {
+                tx.commit().unwrap();
+            }
+        };
+
+        store.begin_group().unwrap();
+        spend(&mut store, 1, true);
+        spend(&mut store, 2, false); // refused step: undone alone
+        spend(&mut store, 3, true);
+        assert!(store.begin_group().is_err(), "groups do not nest");
+        store.end_group().unwrap();
+
+        store.begin_group().unwrap();
+        spend(&mut store, 4, true);
+        store.abort_group();
+        assert!(store.end_group().is_err(), "the aborted group is closed");
+
+        // What the file holds after a reopen: the first group's two steps.
+        drop(store);
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        let mut tx = store.begin().unwrap();
+        let spent: Vec<u64> = (1..=4)
+            .filter(|&n| tx.mark_spent(&scrip_id(n), NOW).unwrap() == Spend::AlreadySpent)
+            .collect();
+        assert_eq!(spent, vec![1, 3]);
     }
 
     #[test]

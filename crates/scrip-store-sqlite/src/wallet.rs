@@ -146,9 +146,7 @@ impl WalletTx for SqliteWalletTx<'_> {
     }
 
     fn commit(self) -> Result<(), StoreError> {
-        self.tx
-            .commit()
-            .map_err(failed("cannot commit wallet transaction"))
+        self.tx.commit("cannot commit wallet transaction")
     }
 }
 

@@ -376,13 +376,17 @@ impl Sim {
 
     /// Audits the broker's store with its public key only.
     pub fn audit(&mut self) -> scrip_core::audit::AuditReport {
+        let snapshot = self.audit_snapshot();
+        scrip_core::audit::audit(&self.broker.info().broker, &snapshot, self.now)
+    }
+
+    /// The broker's stored state, as an auditor reads it.
+    pub fn audit_snapshot(&mut self) -> scrip_core::store::BrokerSnapshot {
         use scrip_core::store::{BrokerStore, BrokerTx};
-        let snapshot = self
-            .broker_store
+        self.broker_store
             .begin()
             .and_then(|mut tx| tx.snapshot())
-            .expect("broker snapshot");
-        scrip_core::audit::audit(&self.broker.info().broker, &snapshot, self.now)
+            .expect("broker snapshot")
     }
 
     /// Checks that the ledger is balanced and that no account that must stay

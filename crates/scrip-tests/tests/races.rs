@@ -189,3 +189,70 @@ fn racing_spends_of_one_vendor_scrip_have_exactly_one_winner() {
     );
     sim.assert_conserved();
 }
+
+/// Group commit answers many requests in one transaction: spends of one
+/// BrokerScrip in the same group still have exactly one winner, the refusals
+/// are in the audit log, and the group's log growth gets one checkpoint that
+/// the winner's receipt points into.
+#[test]
+fn spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner() {
+    let mut sim = Sim::new(13);
+    let alice = sim.open_account("alice", "1000");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet();
+    let merchant = sim.merchant_id(tea);
+    let issued = sim
+        .obtain_broker_scrip(wallet, alice.number, &alice.pin, "1")
+        .unwrap();
+    let w = &mut sim.wallets[wallet];
+    let held = w
+        .wallet
+        .scrip(&mut w.store)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.scrip.id() == issued[0].id())
+        .unwrap();
+    let requests: Vec<BrokerRequest> = (0..RACERS)
+        .map(|_| {
+            let body = ObtainVendorScrip {
+                request_id: RequestId::random(&mut sim.rng),
+                scrip: held.scrip.clone(),
+                merchant,
+                amount: amount("0.5"),
+                reply_key: sim.wallets[wallet].wallet.broker().hpke_key,
+            };
+            BrokerRequest::ObtainVendorScrip(Proved::prove(body, &held.secret))
+        })
+        .collect();
+    let checkpoints_before = sim.audit_snapshot().checkpoints.len();
+
+    let answers = sim
+        .broker
+        .answer_group(&mut sim.broker_store, sim.now, &mut sim.rng, &requests);
+
+    assert_eq!(answers.len(), RACERS);
+    assert!(matches!(
+        answers[0].response,
+        BrokerResponse::VendorScripIssued(_)
+    ));
+    assert_eq!(answers[0].receipts.len(), 1, "the winner gets its receipt");
+    for answer in &answers[1..] {
+        assert_eq!(
+            answer.response,
+            BrokerResponse::Refused(Refusal::DoubleSpend {
+                scrip: held.scrip.id()
+            })
+        );
+        assert!(answer.receipts.is_empty());
+    }
+    let snapshot = sim.audit_snapshot();
+    assert_eq!(snapshot.checkpoints.len(), checkpoints_before + 1);
+    let (size, _) = snapshot.checkpoints.last().unwrap();
+    assert_eq!(*size, snapshot.leaves.len() as u64, "it covers the group");
+    assert!(answers[0].receipts[0].leaf_index < *size);
+    let report = sim.audit();
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(report.refused_double_spends, (RACERS - 1) as u64);
+    sim.assert_conserved();
+}
