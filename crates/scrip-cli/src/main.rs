@@ -64,6 +64,13 @@ enum Command {
         /// A short run, for a smoke test; the figures are rougher.
         #[arg(long)]
         quick: bool,
+        /// Also measure the growth curves: 1 to 256 customers, and the spent
+        /// set and the audit log from 10^3 to 10^7 (several minutes).
+        #[arg(long)]
+        curves: bool,
+        /// Draw the growth curves into this PNG file (implies --curves).
+        #[arg(long, value_name = "FILE")]
+        chart: Option<PathBuf>,
     },
     /// Checks a broker directory (live, or a copy) with the broker's public key only.
     Audit {
@@ -277,7 +284,18 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
             print(report);
         }
         Command::Demo => cmd::demo::run().await?,
-        Command::Bench { quick } => print(cmd::bench::run(quick).await?),
+        Command::Bench {
+            quick,
+            curves,
+            chart,
+        } => print(
+            cmd::bench::run(cmd::bench::Options {
+                quick,
+                curves,
+                chart,
+            })
+            .await?,
+        ),
         Command::Audit { dir, broker_key } => {
             let (report, verdict) = cmd::audit::run(&dir, broker_key)?;
             print(report);

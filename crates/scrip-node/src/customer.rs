@@ -68,6 +68,9 @@ pub struct Customer {
     store: SqliteWalletStore,
     /// Merchants' addresses found at the rendezvous point, by peer id.
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Prices seen in each merchant's catalog, so a purchase costs two round
+    /// trips, not three. Forgotten when the merchant refuses a purchase.
+    prices: HashMap<MerchantId, CatalogListing>,
     /// Purchases completed by [`Customer::recover`], not yet shown to the user.
     recovered: Vec<(scrip_proto::RequestId, Delivered)>,
     _driver: tokio::task::JoinHandle<()>,
@@ -98,6 +101,7 @@ impl Customer {
             wallet,
             store,
             addresses: HashMap::new(),
+            prices: HashMap::new(),
             recovered: Vec::new(),
             _driver: driver,
         };
@@ -255,7 +259,14 @@ impl Customer {
         item: &str,
         top_up: Option<Amount>,
     ) -> Result<Delivered, CustomerError> {
-        let catalog = self.catalog(merchant).await?;
+        let catalog = match self.prices.get(&merchant) {
+            Some(catalog) => catalog.clone(),
+            None => {
+                let catalog = self.catalog(merchant).await?;
+                self.prices.insert(merchant, catalog.clone());
+                catalog
+            }
+        };
         let price = catalog
             .items
             .iter()
@@ -363,6 +374,10 @@ impl Customer {
         merchant: MerchantId,
     ) -> Result<Delivered, CustomerError> {
         let response = self.merchant_call(merchant, &pending.request).await?;
+        if let MerchantResponse::Refused(_) = response {
+            // A changed price or a withdrawn item: ask for the catalog again next time.
+            self.prices.remove(&merchant);
+        }
         Ok(self
             .wallet
             .handle_merchant_response(&mut self.store, pending.request_id, &response)?)

@@ -4,7 +4,10 @@
 //! Every figure is the median of three rounds of a fixed number of
 //! operations. Nothing here asserts a speed; the numbers are reported.
 
-use std::path::Path;
+mod chart;
+mod curves;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rand::rngs::OsRng;
@@ -110,7 +113,7 @@ impl Sizes {
                 records: 4_096,
                 appends: 20_000,
                 round_trips: 300,
-                customers: 16,
+                customers: 64,
             }
         }
     }
@@ -201,7 +204,18 @@ impl MerchantRig {
     }
 }
 
-pub async fn run(quick: bool) -> Result<Report, CliError> {
+/// What `scrip bench` measures.
+pub struct Options {
+    /// A short run, for a smoke test.
+    pub quick: bool,
+    /// Also measure the growth curves (minutes: the spent set and log grow to 10^7).
+    pub curves: bool,
+    /// Draw the curves into this PNG file (implies `curves`).
+    pub chart: Option<PathBuf>,
+}
+
+pub async fn run(options: Options) -> Result<Report, CliError> {
+    let quick = options.quick;
     let sizes = Sizes::new(quick);
     let work = tempfile::tempdir()
         .map_err(|e| CliError::local(format!("cannot make a working directory: {e}")))?;
@@ -421,6 +435,25 @@ pub async fn run(quick: bool) -> Result<Report, CliError> {
             .unwrap_or(1),
         !cfg!(debug_assertions)
     ));
+    let mut curves = Vec::new();
+    if options.curves || options.chart.is_some() {
+        let largest = if quick { 10_000 } else { 10_000_000 };
+        eprintln!("growth curves (spent set and log up to {largest}) ...");
+        curves.push(
+            curves::customers(work.path(), if quick { 5 } else { 20 })
+                .await
+                .map_err(CliError::local)?,
+        );
+        curves.push(curves::spent_set(work.path(), largest));
+        curves.push(curves::log(work.path(), largest));
+        for curve in &curves {
+            text.push_str(&format!("\n\n{}", curve.table().trim_end()));
+        }
+    }
+    if let Some(path) = &options.chart {
+        chart::draw(&curves, path).map_err(CliError::local)?;
+        text.push_str(&format!("\n\nchart: {}", path.display()));
+    }
     let rows: Vec<_> = figures
         .iter()
         .map(|f| json!({ "figure": f.name, "value": f.value, "unit": f.unit, "baseline": f.baseline_name, "baseline_value": f.baseline, "ratio": f.value / f.baseline, "target": f.target }))
@@ -428,7 +461,7 @@ pub async fn run(quick: bool) -> Result<Report, CliError> {
     Ok(Report::new(
         "bench",
         text,
-        json!({ "quick": quick, "figures": rows, "release": !cfg!(debug_assertions) }),
+        json!({ "quick": quick, "figures": rows, "curves": curves, "release": !cfg!(debug_assertions) }),
     ))
 }
 
@@ -718,86 +751,161 @@ fn log_append_rate(count: usize) -> f64 {
     done as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Purchases over libp2p on loopback against bare round trips.
-async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, String> {
-    let loopback = || vec!["/ip4/127.0.0.1/tcp/0".parse().expect("address")];
-    let broker_seed = Secret32::random(&mut OsRng);
-    let config = || {
-        let mut config = BrokerConfig::new("EUR".parse().expect("EUR"));
-        config.pin_hashing = PinHashing::FAST_INSECURE;
-        config
-    };
-    let broker = BrokerNode::start(
-        Broker::new(BrokerKeys::from_seed(&broker_seed), config()),
-        &dir.join("net-broker.db"),
-        loopback(),
-        NetOptions::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let address = broker.node.listen_addresses()[0].clone();
-    let operator = Broker::new(BrokerKeys::from_seed(&broker_seed), config());
-    let mut books =
-        SqliteBrokerStore::open(&dir.join("net-broker.db")).map_err(|e| e.to_string())?;
-    let shop = operator
-        .open_account(&mut books, scrip_node::now(), &mut OsRng, "shop")
-        .map_err(|e| e.to_string())?;
-    let merchant = MerchantNode::start(
-        MerchantSetup {
-            keys: MerchantKeys::from_seed(&Secret32::random(&mut OsRng)),
-            config: MerchantConfig::new("bench"),
-            catalog: vec![CatalogItem {
-                id: "tea".into(),
-                title: "Tea".into(),
-                price: amount("0.001"),
-                content: b"tea".to_vec(),
-            }],
-            account: shop.number,
-            pin: shop.pin,
-        },
-        &dir.join("net-merchant.db"),
-        loopback(),
-        address.clone(),
-        NetOptions::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let merchant_id = merchant.service.merchant().id();
+/// A broker, a merchant selling tea, and funded customers, on loopback libp2p.
+pub(super) struct Loopback {
+    broker: BrokerNode,
+    merchant: MerchantNode,
+    merchant_id: scrip_proto::MerchantId,
+    address: libp2p::Multiaddr,
+    /// The broker's operator, for opening and funding accounts beside the running broker.
+    operator: Broker,
+    books: SqliteBrokerStore,
+    customers: Vec<Customer>,
+}
 
-    let mut customers = Vec::new();
-    for i in 0..sizes.customers {
-        let account = operator
-            .open_account(
-                &mut books,
-                scrip_node::now(),
-                &mut OsRng,
-                &format!("customer {i}"),
-            )
-            .map_err(|e| e.to_string())?;
-        operator
-            .deposit(&mut books, scrip_node::now(), account.number, amount("10"))
-            .map_err(|e| e.to_string())?;
-        let mut customer = Customer::connect(
-            address.clone(),
-            WalletKeys::from_seed(&Secret32::random(&mut OsRng)),
-            SqliteWalletStore::open_in_memory().map_err(|e| e.to_string())?,
+impl Loopback {
+    pub(super) async fn start(work: &Path) -> Result<Loopback, String> {
+        // A directory of its own: a bench run starts more than one.
+        let dir = &work.join(format!("net-{}", rand::random::<u64>()));
+        std::fs::create_dir(dir).map_err(|e| e.to_string())?;
+        let loopback = || vec!["/ip4/127.0.0.1/tcp/0".parse().expect("address")];
+        let broker_seed = Secret32::random(&mut OsRng);
+        let config = || {
+            let mut config = BrokerConfig::new("EUR".parse().expect("EUR"));
+            config.pin_hashing = PinHashing::FAST_INSECURE;
+            config
+        };
+        let broker = BrokerNode::start(
+            Broker::new(BrokerKeys::from_seed(&broker_seed), config()),
+            &dir.join("net-broker.db"),
+            loopback(),
             NetOptions::default(),
         )
         .await
         .map_err(|e| e.to_string())?;
-        customer
-            .obtain_broker_scrip(account.number, account.pin, amount("5"))
-            .await
+        let address = broker.node.listen_addresses()[0].clone();
+        let operator = Broker::new(BrokerKeys::from_seed(&broker_seed), config());
+        let mut books =
+            SqliteBrokerStore::open(&dir.join("net-broker.db")).map_err(|e| e.to_string())?;
+        let shop = operator
+            .open_account(&mut books, scrip_node::now(), &mut OsRng, "shop")
             .map_err(|e| e.to_string())?;
-        customer
-            .obtain_vendor_scrip(merchant_id, amount("2"))
-            .await
-            .map_err(|e| e.to_string())?;
-        customers.push(customer);
+        let merchant = MerchantNode::start(
+            MerchantSetup {
+                keys: MerchantKeys::from_seed(&Secret32::random(&mut OsRng)),
+                config: MerchantConfig::new("bench"),
+                catalog: vec![CatalogItem {
+                    id: "tea".into(),
+                    title: "Tea".into(),
+                    price: amount("0.001"),
+                    content: b"tea".to_vec(),
+                }],
+                account: shop.number,
+                pin: shop.pin,
+            },
+            &dir.join("net-merchant.db"),
+            loopback(),
+            address.clone(),
+            NetOptions::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let merchant_id = merchant.service.merchant().id();
+        Ok(Loopback {
+            broker,
+            merchant,
+            merchant_id,
+            address,
+            operator,
+            books,
+            customers: Vec::new(),
+        })
     }
 
+    /// Adds customers until there are `count`, each with VendorScrip for 2000 purchases.
+    pub(super) async fn add_customers(&mut self, count: usize) -> Result<(), String> {
+        while self.customers.len() < count {
+            let account = self
+                .operator
+                .open_account(
+                    &mut self.books,
+                    scrip_node::now(),
+                    &mut OsRng,
+                    &format!("customer {}", self.customers.len()),
+                )
+                .map_err(|e| e.to_string())?;
+            self.operator
+                .deposit(
+                    &mut self.books,
+                    scrip_node::now(),
+                    account.number,
+                    amount("10"),
+                )
+                .map_err(|e| e.to_string())?;
+            let mut customer = Customer::connect(
+                self.address.clone(),
+                WalletKeys::from_seed(&Secret32::random(&mut OsRng)),
+                SqliteWalletStore::open_in_memory().map_err(|e| e.to_string())?,
+                NetOptions::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            customer
+                .obtain_broker_scrip(account.number, account.pin, amount("5"))
+                .await
+                .map_err(|e| e.to_string())?;
+            customer
+                .obtain_vendor_scrip(self.merchant_id, amount("2"))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.customers.push(customer);
+        }
+        Ok(())
+    }
+
+    /// Purchases per second with the first `count` customers buying at once,
+    /// `each` purchases apiece (intent to the broker, then the buy).
+    pub(super) async fn buy_rate(&mut self, count: usize, each: usize) -> Result<f64, String> {
+        let merchant = self.merchant_id;
+        let started = Instant::now();
+        let tasks: Vec<_> = self
+            .customers
+            .drain(..count)
+            .map(|mut customer| {
+                tokio::spawn(async move {
+                    for _ in 0..each {
+                        customer
+                            .buy(merchant, "tea", None)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok::<_, String>(customer)
+                })
+            })
+            .collect();
+        let mut back = Vec::new();
+        for task in tasks {
+            back.push(task.await.map_err(|e| e.to_string())??);
+        }
+        let rate = (count * each) as f64 / started.elapsed().as_secs_f64();
+        self.customers.splice(0..0, back);
+        Ok(rate)
+    }
+
+    pub(super) async fn shutdown(self) {
+        self.merchant.shutdown().await;
+        self.broker.node.shutdown().await;
+    }
+}
+
+/// Purchases over libp2p on loopback against bare round trips.
+async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, String> {
+    let mut net = Loopback::start(dir).await?;
+    net.add_customers(sizes.customers).await?;
+    let merchant_id = net.merchant_id;
+
     // Latency: one customer, one purchase at a time (intent, then buy), against a bare round trip.
-    let link = customers[0].link().clone();
+    let link = net.customers[0].link().clone();
     let mut bare = Vec::new();
     for _ in 0..sizes.round_trips {
         let started = Instant::now();
@@ -810,7 +918,7 @@ async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, Strin
     let mut buys = Vec::new();
     for _ in 0..sizes.round_trips {
         let started = Instant::now();
-        customers[0]
+        net.customers[0]
             .buy(merchant_id, "tea", None)
             .await
             .map_err(|e| e.to_string())?;
@@ -839,24 +947,8 @@ async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, Strin
         let _ = task.await;
     }
     let bare_rate = (sizes.customers * per_customer) as f64 / started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for mut customer in customers.drain(..) {
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per_customer {
-                customer
-                    .buy(merchant_id, "tea", None)
-                    .await
-                    .expect("a purchase");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.map_err(|e| e.to_string())?;
-    }
-    let buy_rate = (sizes.customers * per_customer) as f64 / started.elapsed().as_secs_f64();
-    merchant.shutdown().await;
-    broker.node.shutdown().await;
+    let buy_rate = net.buy_rate(sizes.customers, per_customer).await?;
+    net.shutdown().await;
     Ok(vec![
         Figure {
             name: "Buy item latency over loopback, intent included, p50 (ms)",
