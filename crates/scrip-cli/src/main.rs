@@ -114,6 +114,11 @@ enum BrokerCommand {
     },
     /// Every account's balance (merchants' earnings included) and the ledger totals.
     Accounts { dir: PathBuf },
+    /// Lifts the lock of an account locked after too many wrong PINs, and clears its count of wrong PINs.
+    Unlock {
+        dir: PathBuf,
+        account: AccountNumber,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +243,7 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                 amount,
             } => print(cmd::broker::withdraw(&dir, account, amount)?),
             BrokerCommand::Accounts { dir } => print(cmd::broker::accounts(&dir)?),
+            BrokerCommand::Unlock { dir, account } => print(cmd::broker::unlock(&dir, account)?),
         },
         Command::Peer { command } => match command {
             PeerCommand::Init { dir, broker } => print(cmd::peer::init(&dir, &broker)?),

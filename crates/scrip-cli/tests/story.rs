@@ -327,6 +327,13 @@ fn story() {
     assert!(bound.contains("bound to another wallet"), "{bound}");
     assert_eq!(net.balance(&alice.number), micros("95"));
     assert_eq!(net.balance(&bob.number), micros("13"));
+    // The operator clears alice's wrong PIN while the broker runs; the
+    // audit below sees the unlock in the log.
+    let unlocked = net
+        .admin(&["unlock"], &[&alice.number])
+        .ok("account-unlocked");
+    assert_eq!(unlocked["was_locked"], false, "{unlocked}");
+    assert_eq!(unlocked["wrong_pins_cleared"], 1, "{unlocked}");
 
     // Local errors: exit 2 with a clear message, nothing changed.
     for args in [
@@ -398,6 +405,12 @@ fn story() {
             .as_array()
             .is_some_and(|p| !p.is_empty()),
         "the wrong PIN is in the audit: {audit}"
+    );
+    assert!(
+        audit["account_unlocks"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["account"] == alice.number.as_str())),
+        "the unlock is in the audit: {audit}"
     );
 
     assert!(tea.running(), "the tea merchant stopped");

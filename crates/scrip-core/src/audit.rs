@@ -6,13 +6,14 @@
 //!    signed checkpoint's signature and root, and that the latest covers the
 //!    whole log;
 //! 2. **ledger**: replays the events into balances, journal, accounts,
-//!    merchants, spent BrokerScrip, intents and payments, and compares each
-//!    with its table;
+//!    wrong PINs in a row and account locks, merchants, spent BrokerScrip,
+//!    intents and payments, and compares each with its table;
 //! 3. **matching**: payments without their customer's intent, and intents
 //!    older than [`INTENT_GRACE`] without their payment, are listed;
 //! 4. **conservation**: deposits − withdrawals = accounts + outstanding scrip;
 //! 5. **misuse**: merchants claiming more than was sold for them; refused
-//!    double spends and wrong PINs are counted.
+//!    double spends and wrong PINs are counted, and accounts locked after
+//!    wrong PINs, and unlocked by the operator, are listed.
 //!
 //! Every discrepancy is a [`Finding`] naming the table and row or the leaf,
 //! what was expected and what was found.
@@ -26,7 +27,7 @@ use tlog_tiles::{Hash, HashReader};
 use crate::event::BrokerEvent;
 use crate::ledger::{LedgerAccount, TransferKind};
 use crate::log::{verify_checkpoint, VerifiedCheckpoint};
-use crate::store::BrokerSnapshot;
+use crate::store::{BrokerSnapshot, PinFailures};
 
 /// How long an intent may wait for its payment record before the audit calls it unmatched.
 pub const INTENT_GRACE: u64 = 3600;
@@ -71,6 +72,13 @@ pub struct AuditReport {
     pub refused_double_spends: u64,
     /// Wrong PINs per account.
     pub refused_pins: BTreeMap<AccountNumber, u64>,
+    /// Every lock after too many wrong PINs, in log order: the account, when
+    /// it was locked, and until when (`None`: until the operator unlocks it).
+    pub account_locks: Vec<(AccountNumber, Timestamp, Option<Timestamp>)>,
+    /// Every unlock by the operator, in log order: the account and when.
+    pub account_unlocks: Vec<(AccountNumber, Timestamp)>,
+    /// The accounts whose lock is in force at the time of the audit, with its end.
+    pub locked_accounts: BTreeMap<AccountNumber, Option<Timestamp>>,
     /// Intents younger than the grace period still waiting for their payment.
     pub pending_intents: u64,
     /// Intents older than the grace period with no payment record (listed, not failed).
@@ -140,6 +148,7 @@ pub fn audit_with_progress(
     let replay = Replay::run(&events, &mut report);
     compare_ledger(&replay, snapshot, &mut report);
     check_matching(&replay, now, &mut report);
+    list_locked_accounts(&replay, now, &mut report);
     check_conservation(&replay, snapshot, &mut report);
     report
 }
@@ -305,6 +314,8 @@ struct Replay {
     journal: Vec<(TransferKind, LedgerAccount, LedgerAccount, i64)>,
     /// Account → (digest of the PIN hash, bound wallet key).
     accounts: BTreeMap<AccountNumber, ([u8; 32], Option<PublicKey>)>,
+    /// Account → wrong PINs in a row and lock; absent: none.
+    pin_failures: BTreeMap<AccountNumber, PinFailures>,
     /// Merchant → (credited account, name, digest of the licence).
     merchants: BTreeMap<MerchantId, (AccountNumber, String, [u8; 32])>,
     spent_broker_scrip: BTreeSet<Vec<u8>>,
@@ -391,17 +402,23 @@ impl Replay {
                 licence,
                 ..
             } => {
+                // Registration authenticated the account: its wrong PINs are cleared.
+                self.pin_failures.remove(account);
                 self.merchants
                     .insert(*merchant, (*account, name.clone(), *licence));
             }
-            BrokerEvent::BrokerScripIssued { account, value, .. } => self.transfer(
-                index,
-                TransferKind::ObtainBrokerScrip,
-                Customer(*account),
-                OutstandingBrokerScrip,
-                value.as_i64(),
-                report,
-            ),
+            BrokerEvent::BrokerScripIssued { account, value, .. } => {
+                // So did this step.
+                self.pin_failures.remove(account);
+                self.transfer(
+                    index,
+                    TransferKind::ObtainBrokerScrip,
+                    Customer(*account),
+                    OutstandingBrokerScrip,
+                    value.as_i64(),
+                    report,
+                )
+            }
             BrokerEvent::VendorScripExchanged {
                 spent,
                 merchant,
@@ -474,7 +491,37 @@ impl Replay {
             }
             BrokerEvent::DoubleSpendRefused { .. } => report.refused_double_spends += 1,
             BrokerEvent::PinRefused { account, .. } => {
-                *report.refused_pins.entry(*account).or_default() += 1
+                *report.refused_pins.entry(*account).or_default() += 1;
+                let failures = self.pin_failures.entry(*account).or_default();
+                failures.count = failures.count.saturating_add(1);
+            }
+            BrokerEvent::AccountLocked {
+                account,
+                failures,
+                until,
+                at,
+            } => {
+                report.account_locks.push((*account, *at, *until));
+                let counted = self.pin_failures.entry(*account).or_default();
+                if counted.count != *failures {
+                    report.find(
+                        Check::Ledger,
+                        format!("log leaf {index}"),
+                        format!(
+                            "a lock of account {account} after the {} wrong PINs in a row the log records",
+                            counted.count
+                        ),
+                        format!("a lock after {failures}"),
+                    );
+                }
+                counted.lock = Some(crate::store::AccountLock {
+                    at: *at,
+                    until: *until,
+                });
+            }
+            BrokerEvent::AccountUnlocked { account, at } => {
+                report.account_unlocks.push((*account, *at));
+                self.pin_failures.remove(account);
             }
         }
     }
@@ -594,6 +641,34 @@ fn compare_ledger(replay: &Replay, snapshot: &BrokerSnapshot, report: &mut Audit
                 key.map(|k| k.to_string())
                     .unwrap_or_else(|| "unbound".into())
             )
+        },
+        report,
+    );
+    // Wrong PINs in a row and locks: only the log may count, lock or unlock.
+    let timestamp = |t: Timestamp| i64::try_from(t.0).unwrap_or(i64::MAX);
+    let pin_failures: BTreeSet<(AccountNumber, i64, Option<i64>, Option<i64>)> = replay
+        .pin_failures
+        .iter()
+        .map(|(a, f)| {
+            (
+                *a,
+                i64::from(f.count),
+                f.lock.map(|l| timestamp(l.at)),
+                f.lock.and_then(|l| l.until).map(timestamp),
+            )
+        })
+        .collect();
+    compare_sets(
+        "pin_failures",
+        &pin_failures,
+        &snapshot.pin_failures.iter().copied().collect(),
+        |(a, count, at, until)| {
+            let lock = match (at, until) {
+                (None, _) => "not locked".to_owned(),
+                (Some(at), None) => format!("locked at {at} until unlocked"),
+                (Some(at), Some(until)) => format!("locked at {at} until {until}"),
+            };
+            format!("{a} ({count} wrong PINs in a row, {lock})")
         },
         report,
     );
@@ -724,6 +799,15 @@ fn check_matching(replay: &Replay, now: Timestamp, report: &mut AuditReport) {
             ));
         } else {
             report.pending_intents += 1;
+        }
+    }
+}
+
+/// The locks the log leaves in force at `now` (misuse: listed, not failed).
+fn list_locked_accounts(replay: &Replay, now: Timestamp, report: &mut AuditReport) {
+    for (account, failures) in &replay.pin_failures {
+        if let Some(lock) = failures.lock.filter(|lock| lock.in_force(now)) {
+            report.locked_accounts.insert(*account, lock.until);
         }
     }
 }

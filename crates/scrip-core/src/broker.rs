@@ -7,6 +7,9 @@
 //! A successful response is stored under its request id: a retry with the
 //! same id and bytes gets the same response and moves nothing.
 
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use scrip_proto::crypto::{digest, Labelled, Proved, Signed, StampingSecret};
 use scrip_proto::msg::{
     customer_secret_aad, envelope_aad, purpose, AuditRequest, AuditResponse, BrokerAnswer,
@@ -26,8 +29,8 @@ use crate::keys::{pin_matches, BrokerKeys, PinHashing};
 use crate::ledger::{LedgerAccount, Transfer, TransferKind};
 use crate::log;
 use crate::store::{
-    AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow, Spend, StoreError,
-    StoredResponse,
+    AccountLock, AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow,
+    PinFailures, Spend, StoreError, StoredResponse,
 };
 use crate::validate::{verify_spend, verify_stamp, Expected, IssuerSecrets};
 
@@ -42,6 +45,14 @@ pub struct BrokerConfig {
     /// Seconds from issue until VendorScrip minted by the broker expires.
     pub vendor_scrip_lifetime: u64,
     pub pin_hashing: PinHashing,
+    /// Wrong PINs in a row after which an account is locked (default 5).
+    /// Every PIN for a locked account, the right one too, is refused with
+    /// [`Refusal::AccountLocked`] before Argon2 runs.
+    pub max_pin_failures: NonZeroU32,
+    /// Seconds a lock lasts; `None` (the default): until the operator
+    /// unlocks the account ([`Broker::unlock_account`], `scrip broker
+    /// unlock`). See docs/PROTOCOL.md, "PIN guessing", for why.
+    pub pin_lock_duration: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -52,6 +63,8 @@ impl BrokerConfig {
             broker_scrip_lifetime: 30 * 24 * 3600,
             vendor_scrip_lifetime: 7 * 24 * 3600,
             pin_hashing: PinHashing::RECOMMENDED,
+            max_pin_failures: NonZeroU32::new(5).expect("5 is not zero"),
+            pin_lock_duration: None,
         }
     }
 }
@@ -64,6 +77,17 @@ pub struct AccountSummary {
     pub balance: Amount,
     /// The merchant names whose sales this account receives.
     pub merchants: Vec<String>,
+    /// Wrong PINs in a row, and the lock they led to.
+    pub pin_failures: PinFailures,
+}
+
+/// What [`Broker::unlock_account`] cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unlocked {
+    /// The wrong PINs in a row the account had.
+    pub failures: u32,
+    /// The lock it had, in force or lapsed.
+    pub lock: Option<AccountLock>,
 }
 
 /// A newly opened account. The PIN is shown to the operator once and never stored in clear.
@@ -80,6 +104,8 @@ pub struct Broker {
     config: BrokerConfig,
     /// Stamping secrets of series 1..=config.series, index = series - 1.
     stamping: Vec<StampingSecret>,
+    /// Argon2id PIN verifications run since this broker was made.
+    pin_verifications: AtomicU64,
 }
 
 impl IssuerSecrets for Broker {
@@ -137,7 +163,15 @@ impl Broker {
             keys,
             config,
             stamping,
+            pin_verifications: AtomicU64::new(0),
         }
+    }
+
+    /// How many PINs this broker has checked against their Argon2id hash
+    /// since it was made: the costly part of authenticating, which an
+    /// attempt on a locked account never reaches.
+    pub fn pin_verifications(&self) -> u64 {
+        self.pin_verifications.load(Ordering::Relaxed)
     }
 
     /// Runs `steps` as one group commit (see [`GroupCommit`]): they become
@@ -313,6 +347,30 @@ impl Broker {
         })
     }
 
+    /// Clears the account's wrong PINs and lifts its lock, if it has either,
+    /// and logs that ([`BrokerEvent::AccountUnlocked`]). An account with
+    /// neither is left as it is and nothing is logged. The operator runs
+    /// this once the account holder has been identified (out of band).
+    pub fn unlock_account(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        account: AccountNumber,
+    ) -> Result<Unlocked, Refusal> {
+        self.in_transaction(store, now, |tx| {
+            existing_account(tx, account)?;
+            let failures = tx.pin_failures(account)?;
+            if failures != PinFailures::default() {
+                tx.put_pin_failures(account, &PinFailures::default())?;
+                tx.append_event(&BrokerEvent::AccountUnlocked { account, at: now })?;
+            }
+            Ok(Unlocked {
+                failures: failures.count,
+                lock: failures.lock,
+            })
+        })
+    }
+
     /// Every account with its balance and the merchants it receives sales for.
     pub fn accounts(&self, store: &mut impl BrokerStore) -> Result<Vec<AccountSummary>, Refusal> {
         reading(store, |tx| {
@@ -322,6 +380,7 @@ impl Broker {
                 summaries.push(AccountSummary {
                     number: account.number,
                     balance: customer_balance(tx, account.number)?,
+                    pin_failures: tx.pin_failures(account.number)?,
                     merchants: merchants
                         .iter()
                         .filter(|m| m.account == account.number)
@@ -462,10 +521,9 @@ impl Broker {
             )?;
             Ok(response)
         });
-        if let Err(refusal) = &result {
-            self.record_refusal(store, now, refusal);
-        }
-        result.unwrap_or_else(BrokerResponse::Refused)
+        result.unwrap_or_else(|refusal| {
+            BrokerResponse::Refused(self.record_refusal(store, now, refusal))
+        })
     }
 
     /// Answers questions about the log: the latest checkpoint, inclusion and consistency proofs.
@@ -504,22 +562,78 @@ impl Broker {
 
     /// Records the refusals an auditor looks for as misuse (double spends,
     /// wrong PINs) in a transaction of their own, after the refused request
-    /// rolled back. Failing to record one does not change the answer.
-    fn record_refusal(&self, store: &mut impl BrokerStore, now: Timestamp, refusal: &Refusal) {
-        let event = match refusal {
-            Refusal::DoubleSpend { scrip } => BrokerEvent::DoubleSpendRefused {
-                scrip: *scrip,
-                at: now,
-            },
-            Refusal::WrongPin { account } => BrokerEvent::PinRefused {
-                account: *account,
-                at: now,
-            },
-            _ => return,
+    /// rolled back, and returns the answer to give. A wrong PIN is also
+    /// counted there, and locks the account when the count reaches
+    /// [`BrokerConfig::max_pin_failures`]; then, or if the account was
+    /// locked meanwhile, the answer is [`Refusal::AccountLocked`]. Failing
+    /// to record one does not change the answer.
+    fn record_refusal(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        refusal: Refusal,
+    ) -> Refusal {
+        let recorded = match &refusal {
+            Refusal::DoubleSpend { scrip } => {
+                let event = BrokerEvent::DoubleSpendRefused {
+                    scrip: *scrip,
+                    at: now,
+                };
+                transaction(store, |tx| Ok(tx.append_event(&event)?)).map(|()| None)
+            }
+            Refusal::WrongPin { account } => {
+                transaction(store, |tx| self.count_wrong_pin(tx, now, *account))
+            }
+            _ => return refusal,
         };
-        if let Err(error) = transaction(store, |tx| Ok(tx.append_event(&event)?)) {
-            tracing::warn!(%error, "cannot record a refusal in the audit log");
+        match recorded {
+            Ok(None) => refusal,
+            Ok(Some(locked)) => locked,
+            Err(error) => {
+                tracing::warn!(%error, "cannot record a refusal in the audit log");
+                refusal
+            }
         }
+    }
+
+    /// Logs a wrong PIN for `account` and counts it; at the limit, locks the
+    /// account and logs the lock. Returns the lock refusal if the account
+    /// is now locked.
+    fn count_wrong_pin(
+        &self,
+        tx: &mut impl BrokerTx,
+        now: Timestamp,
+        account: AccountNumber,
+    ) -> Result<Option<Refusal>, Refusal> {
+        let mut failures = tx.pin_failures(account)?;
+        failures.count = failures.count.saturating_add(1);
+        tx.append_event(&BrokerEvent::PinRefused { account, at: now })?;
+        let in_force = |lock: &AccountLock| lock.in_force(now);
+        // A lapsed lock does not reset the count: after it, one more wrong PIN locks again.
+        if failures.count >= self.config.max_pin_failures.get()
+            && !failures.lock.as_ref().is_some_and(in_force)
+        {
+            let lock = AccountLock {
+                at: now,
+                until: self.config.pin_lock_duration.map(|s| now.plus_seconds(s)),
+            };
+            failures.lock = Some(lock);
+            tx.append_event(&BrokerEvent::AccountLocked {
+                account,
+                failures: failures.count,
+                until: lock.until,
+                at: now,
+            })?;
+            tracing::warn!(%account, failures = failures.count, "account locked after wrong PINs");
+        }
+        tx.put_pin_failures(account, &failures)?;
+        Ok(failures
+            .lock
+            .filter(in_force)
+            .map(|lock| Refusal::AccountLocked {
+                account,
+                until: lock.until,
+            }))
     }
 
     fn dispatch(
@@ -569,7 +683,8 @@ impl Broker {
             &body.account_key,
             &body.order,
         )?;
-        let account = self.authenticate(tx, order.credentials.account, &order.credentials.pin)?;
+        let account =
+            self.authenticate(tx, now, order.credentials.account, &order.credentials.pin)?;
         match account.account_key {
             Some(bound) if bound != body.account_key => {
                 return Err(Refusal::AccountKeyMismatch {
@@ -726,8 +841,12 @@ impl Broker {
             &body.merchant,
             &body.secrets,
         )?;
-        let account =
-            self.authenticate(tx, secrets.credentials.account, &secrets.credentials.pin)?;
+        let account = self.authenticate(
+            tx,
+            now,
+            secrets.credentials.account,
+            &secrets.credentials.pin,
+        )?;
         if let Some(holder) = tx.merchant_by_name(&body.name)? {
             if holder.merchant != body.merchant {
                 return Err(Refusal::MerchantNameTaken {
@@ -992,15 +1111,34 @@ impl Broker {
         Ok(decode(&plaintext)?)
     }
 
+    /// Checks the account's PIN. A locked account is refused before its
+    /// hash is computed, so guessing at it costs the broker one read. The
+    /// right PIN clears the count of wrong ones, in the step's transaction:
+    /// kept only if the step succeeds (its event, `BrokerScripIssued` or
+    /// `MerchantRegistered`, tells the audit so). A wrong PIN is counted by
+    /// [`Self::record_refusal`], after the step rolled back.
     fn authenticate(
         &self,
         tx: &mut impl BrokerTx,
+        now: Timestamp,
         number: AccountNumber,
         pin: &Pin,
     ) -> Result<AccountRecord, Refusal> {
         let account = existing_account(tx, number)?;
+        let failures = tx.pin_failures(number)?;
+        if let Some(lock) = failures.lock.filter(|lock| lock.in_force(now)) {
+            tracing::info!(account = %number, "PIN for a locked account refused unchecked");
+            return Err(Refusal::AccountLocked {
+                account: number,
+                until: lock.until,
+            });
+        }
+        self.pin_verifications.fetch_add(1, Ordering::Relaxed);
         if !pin_matches(pin, &account.pin_hash) {
             return Err(Refusal::WrongPin { account: number });
+        }
+        if failures != PinFailures::default() {
+            tx.put_pin_failures(number, &PinFailures::default())?;
         }
         Ok(account)
     }

@@ -71,7 +71,12 @@ pub enum BrokerEvent {
     /// A request spent BrokerScrip that was already spent. Recorded in a
     /// transaction of its own: the refused request itself changed nothing.
     DoubleSpendRefused { scrip: ScripId, at: Timestamp },
-    /// A request gave a wrong PIN for an account.
+    /// A request gave a wrong PIN for an account. Recorded, in a transaction
+    /// of its own, together with the account's count of wrong PINs in a row
+    /// (the `pin_failures` the store keeps), and with [`Self::AccountLocked`]
+    /// when that count reaches the limit. A step that authenticates the
+    /// account ([`Self::BrokerScripIssued`], [`Self::MerchantRegistered`])
+    /// resets the count in its own transaction.
     PinRefused {
         account: AccountNumber,
         at: Timestamp,
@@ -82,6 +87,23 @@ pub enum BrokerEvent {
         scrip: ScripId,
         price: Amount,
         intent_seen: bool,
+        at: Timestamp,
+    },
+    // New variants go last: a variant's borsh tag is its position, and the
+    // leaves already in a log must decode as what they were.
+    /// The account was locked after `failures` wrong PINs in a row, in the
+    /// transaction that recorded the last of them. Until it lapses (`until`)
+    /// or, if `until` is `None`, until the operator unlocks the account,
+    /// every PIN for it is refused without being checked.
+    AccountLocked {
+        account: AccountNumber,
+        failures: u32,
+        until: Option<Timestamp>,
+        at: Timestamp,
+    },
+    /// The operator cleared the account's count of wrong PINs and its lock.
+    AccountUnlocked {
+        account: AccountNumber,
         at: Timestamp,
     },
 }

@@ -73,6 +73,33 @@ pub struct AccountRecord {
     pub opened_at: Timestamp,
 }
 
+/// An account's wrong PINs in a row, and its lock. The default (no wrong
+/// PIN, no lock) is what an account has until a wrong PIN, and again after
+/// a step authenticates it or the operator unlocks it; a store keeps no row
+/// for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinFailures {
+    /// Wrong PINs since the account last authenticated a step that
+    /// succeeded, or since the operator unlocked it.
+    pub count: u32,
+    pub lock: Option<AccountLock>,
+}
+
+/// An account locked after too many wrong PINs in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLock {
+    pub at: Timestamp,
+    /// When the lock lapses; `None`: when the operator unlocks the account.
+    pub until: Option<Timestamp>,
+}
+
+impl AccountLock {
+    /// True while the lock refuses every PIN.
+    pub fn in_force(&self, now: Timestamp) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
+}
+
 /// A merchant registered at the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerchantRecord {
@@ -115,6 +142,9 @@ pub struct BrokerSnapshot {
     pub journal: Vec<(i64, String, String, String, i64)>,
     /// Accounts: number, PIN hash, bound wallet key.
     pub accounts: Vec<(AccountNumber, String, Option<PublicKey>)>,
+    /// Wrong PINs in a row: account, count, locked at, locked until (raw
+    /// integers, so a tampered value is shown as it is).
+    pub pin_failures: Vec<(AccountNumber, i64, Option<i64>, Option<i64>)>,
     pub spent_broker_scrip: Vec<Vec<u8>>,
     /// Merchants: id, the account their sales are credited to, name, licence bytes.
     pub merchants: Vec<(MerchantId, AccountNumber, String, Vec<u8>)>,
@@ -169,6 +199,14 @@ pub trait BrokerTx {
         key: &PublicKey,
     ) -> Result<(), StoreError>;
     fn accounts(&mut self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// The account's wrong PINs in a row and its lock; the default if none.
+    fn pin_failures(&mut self, account: AccountNumber) -> Result<PinFailures, StoreError>;
+    /// Replaces the account's wrong PINs and lock; the default removes them.
+    fn put_pin_failures(
+        &mut self,
+        account: AccountNumber,
+        failures: &PinFailures,
+    ) -> Result<(), StoreError>;
 
     /// The balance of a ledger account in minor units; zero if it never moved.
     fn balance(&mut self, account: &LedgerAccount) -> Result<i64, StoreError>;

@@ -88,6 +88,24 @@ pub enum Refusal {
     InvalidRequest { reason: String },
     #[error("the service is unavailable; the outcome is unknown, retry with the same request id")]
     Unavailable,
+    /// Too many wrong PINs in a row: the broker refuses every PIN for the
+    /// account, the right one too, without checking it. Declared last, so
+    /// the borsh tags of the older variants stay as they were.
+    #[error("account {account} is locked after too many wrong PINs in a row; {}", unlock_advice(.until))]
+    AccountLocked {
+        account: AccountNumber,
+        /// When the lock lapses by itself; `None`: only the broker's operator can lift it.
+        until: Option<Timestamp>,
+    },
+}
+
+fn unlock_advice(until: &Option<Timestamp>) -> String {
+    match until {
+        None => "no PIN is accepted until the broker's operator unlocks it: contact the operator".into(),
+        Some(until) => format!(
+            "no PIN is accepted before {until} (Unix time): wait until then, or contact the broker's operator"
+        ),
+    }
 }
 
 impl Refusal {
@@ -109,6 +127,7 @@ impl Refusal {
             Refusal::UnknownAccount { .. } => 3003,
             Refusal::AccountKeyMismatch { .. } => 3004,
             Refusal::Overdraft { .. } => 3005,
+            Refusal::AccountLocked { .. } => 3006,
             Refusal::UnknownMerchant { .. } => 4001,
             Refusal::MerchantNameTaken { .. } => 4002,
             Refusal::UnknownItem { .. } => 4003,
@@ -144,5 +163,38 @@ impl Refusal {
 impl From<DecodeError> for Refusal {
     fn from(error: DecodeError) -> Self {
         Refusal::Malformed(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_locked_is_a_new_tag_and_says_what_to_do() {
+        // Appended: the refusals that were on the wire before keep their tags.
+        assert_eq!(crate::encode(&Refusal::Unavailable), vec![23]);
+        let forever = Refusal::AccountLocked {
+            account: AccountNumber(123_456_789_012),
+            until: None,
+        };
+        assert_eq!(crate::encode(&forever)[0], 24);
+        assert_eq!(forever.code(), 3006);
+        assert!(forever.definitive());
+        let text = forever.to_string();
+        assert!(
+            text.contains("123456789012") && text.contains("contact the operator"),
+            "{text}"
+        );
+        let timed = Refusal::AccountLocked {
+            account: AccountNumber(123_456_789_012),
+            until: Some(Timestamp(1_800_003_600)),
+        };
+        let text = timed.to_string();
+        assert!(
+            text.contains("before 1800003600") && text.contains("wait"),
+            "{text}"
+        );
+        assert_eq!(crate::decode::<Refusal>(&crate::encode(&timed)), Ok(timed));
     }
 }

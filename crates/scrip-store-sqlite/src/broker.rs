@@ -4,8 +4,8 @@ use rusqlite::{params, OptionalExtension};
 
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
-    AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow,
-    Spend, StoreError, StoredResponse,
+    AccountLock, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow, MerchantRecord,
+    PaymentRow, PinFailures, Spend, StoreError, StoredResponse,
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
@@ -18,7 +18,7 @@ pub(crate) const SCHEMA: Schema = Schema {
     role: "broker",
     // "scrB"
     application_id: 0x7363_7242,
-    migrations: &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
+    migrations: &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4],
 };
 
 const MIGRATION_1: &str = "
@@ -106,6 +106,19 @@ CREATE TABLE checkpoints (
 
 /// Each stored response remembers the log leaf of its step, for receipts.
 const MIGRATION_3: &str = "ALTER TABLE responses ADD COLUMN leaf INTEGER;";
+
+/// Wrong PINs in a row per account, and the lock they led to. No row: no
+/// wrong PIN since the account last authenticated, and no lock. A lock is
+/// `locked_at` set; `locked_until` NULL means until the operator unlocks.
+const MIGRATION_4: &str = "
+CREATE TABLE pin_failures (
+    account INTEGER PRIMARY KEY REFERENCES accounts (number),
+    failures INTEGER NOT NULL CHECK (failures >= 0),
+    locked_at INTEGER,
+    locked_until INTEGER,
+    CHECK (locked_until IS NULL OR locked_at IS NOT NULL)
+) STRICT;
+";
 
 crate::db::sqlite_store!(
     /// The broker's [`BrokerStore`] in one SQLite file.
@@ -287,6 +300,85 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             })
             .map_err(failed("cannot list accounts"))?;
         rows.into_iter().map(account_from_columns).collect()
+    }
+
+    fn pin_failures(&mut self, account: AccountNumber) -> Result<PinFailures, StoreError> {
+        let number = account_to_sql(account)?;
+        let row: Option<(i64, Option<i64>, Option<i64>)> = self
+            .tx
+            .prepare_cached(
+                "SELECT failures, locked_at, locked_until FROM pin_failures WHERE account = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([number], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .optional()
+            })
+            .map_err(failed("cannot read wrong PIN count"))?;
+        let Some((count, locked_at, locked_until)) = row else {
+            return Ok(PinFailures::default());
+        };
+        let lock = match (locked_at, locked_until) {
+            (None, None) => None,
+            (Some(at), until) => Some(AccountLock {
+                at: timestamp_from_sql(at)?,
+                until: until.map(timestamp_from_sql).transpose()?,
+            }),
+            (None, Some(_)) => {
+                return Err(StoreError(
+                    "corrupt account lock in database: an end without a start".into(),
+                ))
+            }
+        };
+        Ok(PinFailures {
+            count: u32::try_from(count)
+                .map_err(|_| StoreError("corrupt wrong PIN count in database".into()))?,
+            lock,
+        })
+    }
+
+    fn put_pin_failures(
+        &mut self,
+        account: AccountNumber,
+        failures: &PinFailures,
+    ) -> Result<(), StoreError> {
+        let number = account_to_sql(account)?;
+        if *failures == PinFailures::default() {
+            return self
+                .tx
+                .prepare_cached("DELETE FROM pin_failures WHERE account = ?1")
+                .and_then(|mut statement| statement.execute([number]))
+                .map(drop)
+                .map_err(failed("cannot clear wrong PIN count"));
+        }
+        let locked_at = failures
+            .lock
+            .map(|lock| timestamp_to_sql(lock.at))
+            .transpose()?;
+        let locked_until = failures
+            .lock
+            .and_then(|lock| lock.until)
+            .map(timestamp_to_sql)
+            .transpose()?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO pin_failures (account, failures, locked_at, locked_until)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account) DO UPDATE SET
+                     failures = excluded.failures,
+                     locked_at = excluded.locked_at,
+                     locked_until = excluded.locked_until",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    number,
+                    i64::from(failures.count),
+                    locked_at,
+                    locked_until
+                ])
+            })
+            .map(drop)
+            .map_err(failed("cannot write wrong PIN count"))
     }
 
     fn balance(&mut self, account: &LedgerAccount) -> Result<i64, StoreError> {
@@ -646,6 +738,20 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                 key,
             ));
         }
+        let optional_int = |v: &Value, what: &str| match v {
+            Value::Null => Ok(None),
+            other => int(other, what).map(Some),
+        };
+        for row in all(
+            "SELECT account, failures, locked_at, locked_until FROM pin_failures ORDER BY account",
+        )? {
+            snapshot.pin_failures.push((
+                account_from_sql(int(&row[0], "pin_failures.account")?)?,
+                int(&row[1], "pin_failures.failures")?,
+                optional_int(&row[2], "pin_failures.locked_at")?,
+                optional_int(&row[3], "pin_failures.locked_until")?,
+            ));
+        }
         for row in all("SELECT id FROM spent_broker_scrip ORDER BY id")? {
             snapshot
                 .spent_broker_scrip
@@ -749,6 +855,18 @@ mod tests {
             Spend::Fresh
         );
         tx.append_event(&event()).unwrap();
+        tx.put_pin_failures(AccountNumber(ALICE), &alice_locked())
+            .unwrap();
+    }
+
+    fn alice_locked() -> PinFailures {
+        PinFailures {
+            count: 5,
+            lock: Some(AccountLock {
+                at: NOW,
+                until: None,
+            }),
+        }
     }
 
     fn count(tx: &SqliteBrokerTx<'_>, table: &str) -> i64 {
@@ -829,6 +947,14 @@ mod tests {
             .unwrap();
         assert_eq!(scrip_proto::decode::<BrokerEvent>(&bytes).unwrap(), event());
         assert_eq!(count(&tx, "journal"), 1);
+        assert_eq!(
+            tx.pin_failures(AccountNumber(ALICE)).unwrap(),
+            alice_locked()
+        );
+        assert_eq!(
+            tx.pin_failures(AccountNumber(BOB)).unwrap(),
+            PinFailures::default()
+        );
         assert!(
             tx.store_response(&request_id(1), &response(2)).is_err(),
             "an answer is never replaced"
@@ -857,6 +983,7 @@ mod tests {
             "spent_broker_scrip",
             "payments",
             "intents",
+            "pin_failures",
         ] {
             assert_eq!(count(&tx, table), 0, "{table}");
         }
@@ -1106,6 +1233,47 @@ mod tests {
     }
 
     #[test]
+    fn wrong_pin_counts_are_replaced_and_the_default_leaves_no_row() {
+        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        tx.insert_account(&account_record(ALICE)).unwrap();
+        let two = PinFailures {
+            count: 2,
+            lock: None,
+        };
+        tx.put_pin_failures(AccountNumber(ALICE), &two).unwrap();
+        assert_eq!(tx.pin_failures(AccountNumber(ALICE)).unwrap(), two);
+        let timed = PinFailures {
+            count: 3,
+            lock: Some(AccountLock {
+                at: NOW,
+                until: Some(NOW.plus_seconds(60)),
+            }),
+        };
+        tx.put_pin_failures(AccountNumber(ALICE), &timed).unwrap();
+        assert_eq!(tx.pin_failures(AccountNumber(ALICE)).unwrap(), timed);
+        assert_eq!(count(&tx, "pin_failures"), 1);
+        assert_eq!(
+            tx.snapshot().unwrap().pin_failures,
+            vec![(
+                AccountNumber(ALICE),
+                3,
+                Some(NOW.0 as i64),
+                Some(NOW.0 as i64 + 60)
+            )]
+        );
+        tx.put_pin_failures(AccountNumber(ALICE), &PinFailures::default())
+            .unwrap();
+        assert_eq!(count(&tx, "pin_failures"), 0);
+        assert_eq!(
+            tx.pin_failures(AccountNumber(ALICE)).unwrap(),
+            PinFailures::default()
+        );
+        // Only accounts that exist can be counted.
+        assert!(tx.put_pin_failures(AccountNumber(BOB), &two).is_err());
+    }
+
+    #[test]
     fn corrupt_rows_are_errors_not_panics() {
         let mut store = SqliteBrokerStore::open_in_memory().unwrap();
         store
@@ -1115,7 +1283,8 @@ mod tests {
                  INSERT INTO accounts VALUES (100000000001, 'a', 'h', x'0102', 0);
                  INSERT INTO accounts VALUES (100000000002, 'b', 'h', NULL, -1);
                  INSERT INTO merchants VALUES (zeroblob(32), 'm', 1, x'00', 0);
-                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'', NULL);",
+                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'', NULL);
+                 INSERT INTO pin_failures VALUES (100000000002, 4294967296, NULL, NULL);",
             )
             .unwrap();
         let mut tx = store.begin().unwrap();
@@ -1127,6 +1296,7 @@ mod tests {
             tx.merchant(&PublicKey([0; 32])).unwrap_err(),
             tx.merchants().unwrap_err(),
             tx.stored_response(&RequestId([0; 16])).unwrap_err(),
+            tx.pin_failures(AccountNumber(BOB)).unwrap_err(),
         ];
         for error in errors {
             assert!(error.0.contains("corrupt"), "{error}");

@@ -370,7 +370,10 @@ pub(crate) fn insert_or_fail(
 /// dumps are equal exactly when the stored state is. The transparency log
 /// (`events`, `log_hashes`, `checkpoints`, and SQLite's own sequence table)
 /// is left out: recording refused double spends and wrong PINs there is
-/// the point of it.
+/// the point of it. The broker's `pin_failures` is kept in, although a
+/// wrong PIN changes it on purpose: tests of a wrong PIN set that table's
+/// section aside and check it on its own, so every other refusal is still
+/// held to changing nothing at all, the count of wrong PINs included.
 pub(crate) fn fingerprint(conn: &Connection) -> Result<String, StoreError> {
     let what = "cannot dump the database";
     let tables: Vec<String> = conn

@@ -7,7 +7,7 @@
 //!
 //! | store | tables |
 //! |---|---|
-//! | [`SqliteBrokerStore`] | responses, accounts, balances, journal, spent_broker_scrip, merchants, intents, payments, events |
+//! | [`SqliteBrokerStore`] | responses, accounts, pin_failures, balances, journal, spent_broker_scrip, merchants, intents, payments, events, log_hashes, checkpoints |
 //! | [`SqliteMerchantStore`] | responses, spent, outbox |
 //! | [`SqliteWalletStore`] | scrip, pending, receipts |
 //!

@@ -2,9 +2,12 @@
 //!
 //! Each test builds a real deployment, makes one bad request and checks the
 //! exact refusal, then that the broker's, merchant's and wallet's stores are
-//! byte for byte what they were before.
+//! byte for byte what they were before. The one deliberate exception is a
+//! wrong PIN, which is counted in the broker's `pin_failures` (PIN guessing
+//! locks the account): that test checks the count on its own and the rest
+//! byte for byte.
 
-use scrip_core::store::{ScripState, WalletScrip};
+use scrip_core::store::{BrokerStore, BrokerTx, ScripState, WalletScrip};
 use scrip_core::WalletError;
 use scrip_proto::crypto::{CustomerSecret, Proved, Signed, StampingSecret};
 use scrip_proto::msg::{
@@ -12,7 +15,7 @@ use scrip_proto::msg::{
     Purchase,
 };
 use scrip_proto::{encode, AccountNumber, Pin, Refusal, RequestId, Scrip, ScripKind, Secret32};
-use scrip_tests::{amount, Sim};
+use scrip_tests::{amount, without_table, Sim};
 
 /// A customer with 10 in BrokerScrip and 0.01 in VendorScrip at "tea" (items: green 0.002, pot 0.05).
 struct World {
@@ -379,11 +382,27 @@ fn wrong_pin_unknown_account_and_overdraft_are_refused() {
             matches!(&error, WalletError::Refused(r) if *r == expected),
             "{error}"
         );
-        assert_eq!(
-            w.fingerprint(),
-            before,
-            "refused {expected:?} changed state"
-        );
+        let mut after = w.fingerprint();
+        if matches!(expected, Refusal::WrongPin { .. }) {
+            // A wrong PIN is counted on purpose (PROTOCOL.md, PIN guessing):
+            // the count is checked on its own, everything else must be as it was.
+            let counted = w
+                .sim
+                .broker_store
+                .begin()
+                .and_then(|mut tx| tx.pin_failures(account))
+                .unwrap();
+            assert_eq!(counted.count, 1);
+            assert_eq!(counted.lock, None);
+            assert_ne!(after[0], before[0], "the wrong PIN was not counted");
+            after[0] = without_table(&after[0], "pin_failures");
+            let mut before = before.clone();
+            before[0] = without_table(&before[0], "pin_failures");
+            assert_eq!(after, before, "refused {expected:?} changed state");
+        } else {
+            // The right PIN in a refused step leaves the count of wrong ones as it was.
+            assert_eq!(after, before, "refused {expected:?} changed state");
+        }
     }
     assert_eq!(w.sim.balance(account), amount("90"));
     let audit = w.sim.audit();

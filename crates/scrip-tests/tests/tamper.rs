@@ -33,6 +33,8 @@ struct Pristine {
     snapshot: BrokerSnapshot,
     alice: AccountNumber,
     bob: AccountNumber,
+    /// Locked after wrong PINs, unlocked by the operator, and locked again.
+    carol: AccountNumber,
     tea_account: AccountNumber,
     tea: MerchantId,
 }
@@ -44,7 +46,8 @@ fn pristine() -> &'static Pristine {
 
 /// A real run on a file-backed broker store: accounts, deposits, a
 /// withdrawal, BrokerScrip, VendorScrip at two merchants, purchases with
-/// change, settlement, role inversion, a refused double spend and a wrong PIN.
+/// change, settlement, role inversion, a refused double spend, a wrong PIN,
+/// and an account locked after wrong PINs, unlocked, and locked again.
 fn build_pristine() -> Pristine {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broker.db");
@@ -113,6 +116,42 @@ fn build_pristine() -> Pristine {
         .unwrap();
     sim.obtain_vendor_scrip(bob_wallet, tea, "0.005").unwrap();
 
+    // Carol: wrong PINs until her account locks, so even her right PIN is
+    // refused; the operator unlocks it, she pays, then locks it again.
+    let carol = sim.open_account("carol", "10");
+    let carol_wallet = sim.add_wallet();
+    let carol_wrong = Pin::new(if carol.pin.expose() == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    })
+    .unwrap();
+    let locked = Refusal::AccountLocked {
+        account: carol.number,
+        until: None,
+    };
+    for round in 0..2 {
+        for _ in 0..5 {
+            sim.obtain_broker_scrip(carol_wallet, carol.number, &carol_wrong, "1")
+                .unwrap_err();
+        }
+        let error = sim
+            .obtain_broker_scrip(carol_wallet, carol.number, &carol.pin, "1")
+            .unwrap_err();
+        assert!(
+            matches!(&error, WalletError::Refused(r) if *r == locked),
+            "{error}"
+        );
+        if round == 0 {
+            sim.advance(60);
+            sim.broker
+                .unlock_account(&mut sim.broker_store, sim.now, carol.number)
+                .unwrap();
+            sim.obtain_broker_scrip(carol_wallet, carol.number, &carol.pin, "1")
+                .unwrap();
+        }
+    }
+
     // Purchases with change, then settlement.
     for item in ["green", "black", "green"] {
         sim.buy_item(wallet, tea, item).unwrap();
@@ -155,6 +194,7 @@ fn build_pristine() -> Pristine {
         snapshot,
         alice: alice.number,
         bob: bob.number,
+        carol: carol.number,
         tea_account: tea_account.number,
         tea: tea_id,
     }
@@ -259,9 +299,24 @@ fn the_untouched_copy_audits_clean() {
     let report = audit_copy(|_| {}).unwrap();
     assert!(report.clean(), "{:#?}", report.findings);
     assert_eq!(report.refused_double_spends, 1);
+    assert_eq!(report.refused_pins.len(), 2);
+    assert_eq!(report.refused_pins.get(&p.bob), Some(&1));
+    assert_eq!(report.refused_pins.get(&p.carol), Some(&10));
+    assert_eq!(report.account_locks.len(), 2);
+    assert!(report.account_locks.iter().all(|(a, _, _)| *a == p.carol));
+    assert_eq!(report.account_unlocks.len(), 1);
     assert_eq!(
-        report.refused_pins.iter().collect::<Vec<_>>(),
-        vec![(&p.bob, &1)]
+        report.locked_accounts.keys().collect::<Vec<_>>(),
+        vec![&p.carol]
+    );
+    assert_eq!(
+        p.snapshot
+            .pin_failures
+            .iter()
+            .map(|row| row.0)
+            .collect::<Vec<_>>(),
+        vec![p.carol],
+        "only carol has wrong PINs left"
     );
     assert_eq!(report.pending_intents, 0);
     assert_eq!(report.log_size, log_size());
@@ -1015,4 +1070,85 @@ fn a_replaced_licence_is_detected() {
         found.found == "present" || found.found == "missing",
         "{found:?}"
     );
+}
+
+// ---- Wrong PINs and account locks -------------------------------------------
+
+#[test]
+fn a_lifted_account_lock_is_detected() {
+    let carol = pristine().carol;
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "DELETE FROM pin_failures WHERE account = ?1",
+            [carol.0 as i64],
+        )
+    });
+    let finding = detected(
+        &report,
+        Check::Ledger,
+        &format!("table pin_failures row {carol}"),
+    );
+    assert_eq!(finding.found, "missing");
+}
+
+#[test]
+fn a_lowered_wrong_pin_count_is_detected() {
+    let carol = pristine().carol;
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "UPDATE pin_failures SET failures = 1 WHERE account = ?1",
+            [carol.0 as i64],
+        )
+    });
+    detected_where(
+        &report,
+        Check::Ledger,
+        &format!("table pin_failures row {carol} (1 wrong PINs"),
+        |f| f.found == "present",
+    );
+}
+
+#[test]
+fn a_lock_cut_short_is_detected() {
+    let p = pristine();
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "UPDATE pin_failures SET locked_until = ?2 WHERE account = ?1",
+            [p.carol.0 as i64, p.now.0 as i64],
+        )
+    });
+    detected(
+        &report,
+        Check::Ledger,
+        &format!(
+            "table pin_failures row {} (5 wrong PINs in a row, locked at",
+            p.carol
+        ),
+    );
+}
+
+#[test]
+fn a_lock_of_no_event_is_detected() {
+    // An insider locking a customer out behind the log's back.
+    let p = pristine();
+    let report = tamper(|c| {
+        exec(
+            c,
+            1,
+            "INSERT INTO pin_failures (account, failures, locked_at) VALUES (?1, 5, ?2)",
+            [p.alice.0 as i64, p.now.0 as i64],
+        )
+    });
+    let finding = detected(
+        &report,
+        Check::Ledger,
+        &format!("table pin_failures row {}", p.alice),
+    );
+    assert_eq!(finding.expected, "absent: the log records no such thing");
 }

@@ -74,6 +74,9 @@ pub fn run(dir: &Path, key: Option<PublicKey>) -> Result<(Report, Result<(), Cli
         "checkpoint_size": report.latest_checkpoint.as_ref().map(|c| c.size),
         "refused_double_spends": report.refused_double_spends,
         "refused_pins": report.refused_pins.iter().map(|(a, n)| json!({ "account": a.to_string(), "count": n })).collect::<Vec<_>>(),
+        "account_locks": report.account_locks.iter().map(|(a, at, until)| json!({ "account": a.to_string(), "at": at.0, "until": until.map(|u| u.0) })).collect::<Vec<_>>(),
+        "account_unlocks": report.account_unlocks.iter().map(|(a, at)| json!({ "account": a.to_string(), "at": at.0 })).collect::<Vec<_>>(),
+        "locked_accounts": report.locked_accounts.iter().map(|(a, until)| json!({ "account": a.to_string(), "until": until.map(|u| u.0) })).collect::<Vec<_>>(),
         "pending_intents": report.pending_intents,
         "unmatched_intents": report.unmatched_intents,
         "unmatched_payments": report.unmatched_payments,
@@ -106,6 +109,21 @@ fn render(report: &AuditReport) -> String {
     ));
     for (account, count) in &report.refused_pins {
         text.push_str(&format!("\n  account {account}: {count} wrong PINs"));
+    }
+    if !report.account_locks.is_empty() {
+        text.push_str(&format!(
+            "\nmisuse: {} account locks after wrong PINs, {} unlocks by the operator, {} accounts locked now",
+            report.account_locks.len(),
+            report.account_unlocks.len(),
+            report.locked_accounts.len()
+        ));
+    }
+    for (account, at, until) in &report.account_locks {
+        let until = until.map_or("until unlocked".to_owned(), |u| format!("until {u}"));
+        text.push_str(&format!("\n  account {account}: locked at {at} {until}"));
+    }
+    for (account, at) in &report.account_unlocks {
+        text.push_str(&format!("\n  account {account}: unlocked at {at}"));
     }
     if report.pending_intents > 0 {
         text.push_str(&format!(

@@ -120,6 +120,43 @@ pub fn withdraw(dir: &Path, account: AccountNumber, amount: Amount) -> Result<Re
     ))
 }
 
+/// Lifts an account's lock and clears its wrong PINs (logged as `AccountUnlocked`).
+/// Safe while `broker run` serves the same directory: the count and the lock
+/// are in the database, which both use one transaction at a time.
+pub fn unlock(dir: &Path, account: AccountNumber) -> Result<Report, CliError> {
+    let (broker, mut store, _) = load(dir)?;
+    let now = scrip_node::now();
+    let cleared = broker.unlock_account(&mut store, now, account)?;
+    let text = match cleared.lock {
+        Some(lock) => format!(
+            "account {account} unlocked: it was locked at {} ({}) after {} wrong PINs in a row; its PIN is accepted again",
+            lock.at,
+            match lock.until {
+                Some(until) if lock.in_force(now) => format!("until {until}"),
+                Some(until) => format!("the lock had lapsed at {until}"),
+                None => "until unlocked".to_owned(),
+            },
+            cleared.failures
+        ),
+        None if cleared.failures > 0 => format!(
+            "account {account} was not locked; its {} wrong PINs in a row are cleared",
+            cleared.failures
+        ),
+        None => format!("account {account} was not locked and had no wrong PINs: nothing to do"),
+    };
+    Ok(Report::new(
+        "account-unlocked",
+        text,
+        json!({
+            "account": account.to_string(),
+            "was_locked": cleared.lock.is_some_and(|lock| lock.in_force(now)),
+            "locked_at": cleared.lock.map(|lock| lock.at.0),
+            "locked_until": cleared.lock.and_then(|lock| lock.until).map(|until| until.0),
+            "wrong_pins_cleared": cleared.failures,
+        }),
+    ))
+}
+
 fn balance_report(
     kind: &'static str,
     account: AccountNumber,
@@ -169,6 +206,10 @@ pub fn accounts(dir: &Path) -> Result<Report, CliError> {
         "name",
         format!("balance {currency}")
     );
+    let now = scrip_node::now();
+    let locked = |a: &scrip_core::broker::AccountSummary| {
+        a.pin_failures.lock.filter(|lock| lock.in_force(now))
+    };
     for a in &accounts {
         text.push_str(&format!(
             "{:<14} {:<24} {:>16}  {}\n",
@@ -178,11 +219,108 @@ pub fn accounts(dir: &Path) -> Result<Report, CliError> {
             a.merchants.join(", ")
         ));
     }
+    for a in &accounts {
+        if let Some(lock) = locked(a) {
+            let until = lock.until.map_or("until unlocked".to_owned(), |until| {
+                format!("until {until}")
+            });
+            text.push_str(&format!(
+                "account {} is locked {until} after {} wrong PINs (scrip broker unlock)\n",
+                a.number, a.pin_failures.count
+            ));
+        }
+    }
     text.push_str(&format!("deposited {deposits}, withdrawn {withdrawals}, outstanding BrokerScrip {broker_scrip}, outstanding VendorScrip {vendor_scrip}"));
-    let rows: Vec<_> = accounts.iter().map(|a| json!({ "account": a.number.to_string(), "name": a.name, "balance": a.balance.to_string(), "merchants": a.merchants })).collect();
+    let rows: Vec<_> = accounts.iter().map(|a| json!({ "account": a.number.to_string(), "name": a.name, "balance": a.balance.to_string(), "merchants": a.merchants, "wrong_pins": a.pin_failures.count, "locked": locked(a).is_some(), "locked_until": locked(a).and_then(|lock| lock.until).map(|until| until.0) })).collect();
     Ok(Report::new(
         "accounts",
         text,
         json!({ "currency": currency.to_string(), "accounts": rows, "deposited": deposits, "withdrawn": withdrawals, "outstanding_broker_scrip": broker_scrip, "outstanding_vendor_scrip": vendor_scrip }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use scrip_core::{PinHashing, Wallet, WalletKeys};
+    use scrip_proto::msg::BrokerResponse;
+    use scrip_proto::{Pin, Refusal, Secret32};
+    use scrip_store_sqlite::SqliteWalletStore;
+
+    use super::*;
+
+    #[test]
+    fn unlock_lifts_a_lock_made_by_wrong_pins_and_logs_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("broker");
+        init(&dir, "EUR").unwrap();
+        // The directory's broker, with cheap PIN hashing for the test's account.
+        let layout = BrokerDir(dir.clone());
+        let mut config = BrokerConfig::new("EUR".parse().unwrap());
+        config.pin_hashing = PinHashing::FAST_INSECURE;
+        let broker = Broker::new(
+            BrokerKeys::from_seed(&dirs::read_seed(&layout.seed()).unwrap()),
+            config,
+        );
+        let mut store = SqliteBrokerStore::open(&layout.database()).unwrap();
+        let rng = &mut rand::rngs::OsRng;
+        let now = scrip_node::now();
+        let opened = broker.open_account(&mut store, now, rng, "carol").unwrap();
+        let wrong = Pin::new(if opened.pin.expose() == "00000000" {
+            "11111111"
+        } else {
+            "00000000"
+        })
+        .unwrap();
+        let wallet = Wallet::new(WalletKeys::from_seed(&Secret32::random(rng)), broker.info());
+        let mut wallet_store = SqliteWalletStore::open_in_memory().unwrap();
+        let mut last = None;
+        for _ in 0..broker.config().max_pin_failures.get() {
+            let pending = wallet
+                .obtain_broker_scrip(
+                    &mut wallet_store,
+                    rng,
+                    opened.number,
+                    wrong.clone(),
+                    "1".parse().unwrap(),
+                )
+                .unwrap();
+            let request = scrip_proto::decode(&pending.request).unwrap();
+            last = Some(broker.handle(&mut store, now, rng, &request));
+        }
+        let locked = Refusal::AccountLocked {
+            account: opened.number,
+            until: None,
+        };
+        assert_eq!(last, Some(BrokerResponse::Refused(locked)));
+
+        let books = accounts(&dir).unwrap();
+        assert_eq!(books.data["accounts"][0]["locked"], true, "{}", books.data);
+        assert!(books.text.contains("is locked"), "{}", books.text);
+
+        let report = unlock(&dir, opened.number).unwrap();
+        assert_eq!(report.kind, "account-unlocked");
+        assert_eq!(report.data["was_locked"], true);
+        assert_eq!(report.data["wrong_pins_cleared"], 5);
+        assert!(report.text.contains("unlocked"), "{}", report.text);
+        let books = accounts(&dir).unwrap();
+        assert_eq!(books.data["accounts"][0]["locked"], false);
+
+        // Again: nothing left to clear, and nothing logged.
+        let again = unlock(&dir, opened.number).unwrap();
+        assert!(again.text.contains("nothing to do"), "{}", again.text);
+        let (report, verdict) = super::super::audit::run(&dir, None).unwrap();
+        assert!(verdict.is_ok(), "{}", report.text);
+        assert_eq!(
+            report.data["account_locks"].as_array().map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(
+            report.data["account_unlocks"].as_array().map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(
+            report.data["locked_accounts"].as_array().map(Vec::len),
+            Some(0)
+        );
+    }
 }
