@@ -81,6 +81,13 @@ pub struct NodeConfig {
     pub mdns: bool,
     pub request_timeout: Duration,
     pub max_frame: usize,
+    /// How many of one peer's requests the node works on at once. Beyond
+    /// that a request is dropped (the peer sees its stream closed and may
+    /// retry later), so one peer cannot take every worker and the store's
+    /// queue from everyone else.
+    pub max_in_flight_per_peer: usize,
+    /// How many requests the node works on at once, from all peers together.
+    pub max_in_flight: usize,
 }
 
 impl NodeConfig {
@@ -95,6 +102,9 @@ impl NodeConfig {
             mdns: false,
             request_timeout: Duration::from_secs(10),
             max_frame: scrip_proto::encoding::MAX_MESSAGE_LEN,
+            // An honest wallet has one request in flight, a merchant a few.
+            max_in_flight_per_peer: 64,
+            max_in_flight: 1024,
         }
     }
 }
@@ -233,6 +243,11 @@ impl Node {
             registrations: Vec::new(),
             discoveries: Vec::new(),
             lan_peers: HashMap::new(),
+            in_flight: Arc::new(InFlight {
+                by_peer: Default::default(),
+                per_peer: config.max_in_flight_per_peer,
+                total: config.max_in_flight,
+            }),
         };
         let task = tokio::spawn(driver.run());
         Ok((
@@ -424,6 +439,53 @@ struct Driver {
     discoveries: Vec<(PeerId, Reply<Vec<Discovered>>)>,
     /// Peers found by mDNS on the local network.
     lan_peers: HashMap<PeerId, Vec<Multiaddr>>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Inbound requests being worked on, per peer, within the node's limits.
+struct InFlight {
+    by_peer: std::sync::Mutex<HashMap<PeerId, usize>>,
+    per_peer: usize,
+    total: usize,
+}
+
+impl InFlight {
+    /// Counts a request of `peer` in, or `None` if a limit is reached.
+    fn admit(self: &Arc<Self>, peer: PeerId) -> Option<Admitted> {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = by_peer.values().sum();
+        let mine = by_peer.entry(peer).or_default();
+        if *mine >= self.per_peer || total >= self.total {
+            return None;
+        }
+        *mine += 1;
+        Some(Admitted {
+            in_flight: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+/// One admitted request; counted out when dropped, however its handling ends.
+struct Admitted {
+    in_flight: Arc<InFlight>,
+    peer: PeerId,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut by_peer = self
+            .in_flight
+            .by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = by_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl Driver {
@@ -591,8 +653,14 @@ impl Driver {
                     let Some(handler) = self.handler.clone() else {
                         return;
                     };
+                    let Some(admitted) = self.in_flight.admit(peer) else {
+                        // Dropping the channel closes the peer's stream.
+                        tracing::debug!(%peer, "too many requests in flight; dropped one");
+                        return;
+                    };
                     let responses = responses.clone();
                     tokio::spawn(async move {
+                        let _admitted = admitted;
                         let inbound = Inbound {
                             peer,
                             protocol,
