@@ -687,3 +687,76 @@ fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice() {
     assert_eq!(shop.balance, shop_balance, "credited exactly once");
     w.sim.assert_conserved();
 }
+
+/// Captured messages replayed a day later, or to another party, move no
+/// value: the same request id gets the stored answer (nothing a captor can
+/// use: the customer secret in it is sealed to the wallet), and a message
+/// sent to a party it was not made for is refused.
+#[test]
+fn captured_messages_replayed_later_or_elsewhere_move_nothing() {
+    let mut w = world();
+    let (wallet, tea, news) = (w.wallet, w.tea, w.news);
+    let tea_id = w.sim.merchant_id(tea);
+    let ww = &mut w.sim.wallets[wallet];
+    let purchase = ww
+        .wallet
+        .buy(
+            &mut ww.store,
+            &mut w.sim.rng,
+            w.sim.now,
+            tea_id,
+            Purchase::Item("green".into()),
+            amount("0.002"),
+        )
+        .unwrap();
+    let intent_answer = w.sim.broker_bytes(&purchase.intent.request);
+    let delivery = w.sim.merchant_bytes(tea, &purchase.buy.request);
+    assert!(matches!(delivery, MerchantResponse::ItemDelivered(_)));
+    let batch = {
+        let m = &mut w.sim.merchants[tea];
+        m.merchant
+            .poll_payment_records(&mut m.store, 256)
+            .unwrap()
+            .expect("one record queued")
+    };
+    let ack = w.sim.broker_call(&batch);
+    let BrokerResponse::PaymentRecordsAck(ack) = ack else {
+        panic!("records refused: {ack:?}")
+    };
+    assert!(matches!(
+        ack.body.outcomes[0].1,
+        scrip_proto::msg::RecordOutcome::Credited { .. }
+    ));
+
+    w.sim.advance(24 * 3600);
+    let before = w.fingerprint();
+    // Later, to the same party: the stored answers, nothing moves.
+    assert_eq!(w.sim.broker_bytes(&purchase.intent.request), intent_answer);
+    assert_eq!(w.sim.merchant_bytes(tea, &purchase.buy.request), delivery);
+    match w.sim.broker_call(&batch) {
+        BrokerResponse::PaymentRecordsAck(again) => assert_eq!(
+            again.body.outcomes[0].1,
+            scrip_proto::msg::RecordOutcome::AlreadyRecorded,
+            "a replayed record is not credited twice"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // To another party: refused.
+    let MerchantRequest::Buy(buy) = scrip_proto::decode(&purchase.buy.request).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        w.sim.merchant_bytes(news, &purchase.buy.request),
+        MerchantResponse::Refused(Refusal::WrongIssuer {
+            scrip: buy.body.scrip.id(),
+            expected: w.sim.merchant_id(news),
+            found: tea_id,
+        })
+    );
+    assert!(matches!(
+        w.sim.merchant_bytes(news, &purchase.intent.request),
+        MerchantResponse::Refused(Refusal::Malformed(_))
+    ));
+    // Every balance, spent set and queue, at broker, merchants and wallet.
+    assert_eq!(w.fingerprint(), before, "the replays moved nothing");
+}
