@@ -415,5 +415,57 @@ fn story() {
 
     assert!(tea.running(), "the tea merchant stopped");
     drop((tea, news));
+    no_secret_leaked(
+        net.root.path(),
+        &[&alice.pin, &bob.pin, &tea_account.pin, &news_account.pin],
+    );
     eprintln!("story took {:?}", started.elapsed());
+}
+
+/// After a full run, no PIN and no key seed is in any file of any role but
+/// the seed files themselves, and every seed and database is its owner's only.
+fn no_secret_leaked(root: &std::path::Path, pins: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let is_seed = |p: &std::path::Path| p.extension().is_some_and(|e| e == "seed");
+    let mut secrets: Vec<Vec<u8>> = pins.iter().map(|pin| pin.as_bytes().to_vec()).collect();
+    for seed in files.iter().filter(|p| is_seed(p)) {
+        let mode = std::fs::metadata(seed).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is readable by others", seed.display());
+        let bytes = std::fs::read(seed).unwrap();
+        let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+        secrets.push(text.as_bytes().to_vec());
+        // Whether the file holds the seed raw or as hex, neither form may appear elsewhere.
+        if let Ok(raw) = hex::decode(&text) {
+            secrets.push(raw);
+        } else {
+            secrets.push(hex::encode(&bytes).into_bytes());
+        }
+    }
+    assert!(secrets.len() > pins.len(), "the run left seed files");
+    for file in files.iter().filter(|p| !is_seed(p)) {
+        let name = file.display().to_string();
+        if name.ends_with(".db") || name.contains(".db-") || name.ends_with(".sqlite") {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name} is readable by others");
+        }
+        let bytes = std::fs::read(file).unwrap();
+        for secret in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "a secret is in {name}"
+            );
+        }
+    }
 }
