@@ -305,6 +305,13 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Ends the process at once with SIGKILL, as a crash or a power cut
+    /// would: nothing of it runs after the signal. Waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Ends the process as an operator would, with SIGTERM, and returns how
     /// it exited; SIGKILL if it takes more than 5 s (then `None`).
     pub fn stop(&mut self) -> Option<ExitStatus> {
