@@ -305,8 +305,9 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Ends the process at once with SIGKILL, as a crash or a power cut
-    /// would: nothing of it runs after the signal. Waits until it is gone.
+    /// Ends the process at once with SIGKILL, as a crash would: nothing of
+    /// it runs after the signal (what it wrote is still in the operating
+    /// system's cache, unlike after a power cut). Waits until it is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
