@@ -29,8 +29,8 @@ use crate::keys::{pin_matches, BrokerKeys, PinHashing};
 use crate::ledger::{LedgerAccount, Transfer, TransferKind};
 use crate::log;
 use crate::store::{
-    AccountLock, AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow,
-    PinFailures, Spend, StoreError, StoredResponse,
+    grouped, AccountLock, AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord,
+    PaymentRow, PinFailures, Spend, StoreError, StoredResponse,
 };
 use crate::validate::{verify_spend, verify_stamp, Expected, IssuerSecrets};
 
@@ -134,6 +134,12 @@ impl From<StoreError> for Refusal {
     }
 }
 
+/// Which way money crosses between an account and the outside bank.
+enum Outside {
+    Deposit,
+    Withdrawal,
+}
+
 /// Runs a read-only `step` in one transaction.
 fn reading<S: BrokerStore, R>(
     store: &mut S,
@@ -187,14 +193,11 @@ impl Broker {
         now: Timestamp,
         steps: impl FnOnce(&mut S) -> R,
     ) -> Result<R, Refusal> {
-        store.begin_group()?;
-        let result = steps(store);
-        if let Err(refusal) = transaction(store, |tx| self.checkpoint(tx, now)) {
-            store.abort_group();
-            return Err(refusal);
-        }
-        store.end_group()?;
-        Ok(result)
+        grouped(store, |store| {
+            let result = steps(store);
+            transaction(store, |tx| self.checkpoint(tx, now))?;
+            Ok(result)
+        })
     }
 
     /// Signs and keeps a checkpoint of the log, if it grew since the latest one.
@@ -283,21 +286,7 @@ impl Broker {
         account: AccountNumber,
         amount: Amount,
     ) -> Result<Amount, Refusal> {
-        let event = BrokerEvent::Deposit {
-            account,
-            amount,
-            at: now,
-        };
-        self.move_outside_money(
-            store,
-            now,
-            account,
-            TransferKind::Deposit,
-            LedgerAccount::MoneyIn,
-            LedgerAccount::Customer(account),
-            amount,
-            event,
-        )
+        self.move_outside_money(store, now, account, amount, Outside::Deposit)
     }
 
     /// Money paid out to the outside bank. Returns the new balance.
@@ -308,37 +297,42 @@ impl Broker {
         account: AccountNumber,
         amount: Amount,
     ) -> Result<Amount, Refusal> {
-        let event = BrokerEvent::Withdrawal {
-            account,
-            amount,
-            at: now,
-        };
-        self.move_outside_money(
-            store,
-            now,
-            account,
-            TransferKind::Withdrawal,
-            LedgerAccount::Customer(account),
-            LedgerAccount::MoneyOut,
-            amount,
-            event,
-        )
+        self.move_outside_money(store, now, account, amount, Outside::Withdrawal)
     }
 
     /// A deposit or a withdrawal: one transfer between the account and the
     /// outside bank, and its event. Returns the account's new balance.
-    #[allow(clippy::too_many_arguments)]
     fn move_outside_money(
         &self,
         store: &mut impl BrokerStore,
         now: Timestamp,
         account: AccountNumber,
-        kind: TransferKind,
-        from: LedgerAccount,
-        to: LedgerAccount,
         amount: Amount,
-        event: BrokerEvent,
+        direction: Outside,
     ) -> Result<Amount, Refusal> {
+        let customer = LedgerAccount::Customer(account);
+        let (kind, from, to, event) = match direction {
+            Outside::Deposit => (
+                TransferKind::Deposit,
+                LedgerAccount::MoneyIn,
+                customer,
+                BrokerEvent::Deposit {
+                    account,
+                    amount,
+                    at: now,
+                },
+            ),
+            Outside::Withdrawal => (
+                TransferKind::Withdrawal,
+                customer,
+                LedgerAccount::MoneyOut,
+                BrokerEvent::Withdrawal {
+                    account,
+                    amount,
+                    at: now,
+                },
+            ),
+        };
         self.in_transaction(store, now, |tx| {
             existing_account(tx, account)?;
             transfer(tx, kind, from, to, amount, now)?;

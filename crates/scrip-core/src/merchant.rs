@@ -21,7 +21,7 @@ use scrip_proto::{
 };
 
 use crate::keys::MerchantKeys;
-use crate::store::{MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
+use crate::store::{grouped, MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
 use crate::validate::{verify_spend, Expected};
 
 /// One item for sale.
@@ -198,20 +198,17 @@ impl Merchant {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         requests: &[MerchantRequest],
     ) -> Vec<MerchantResponse> {
-        let unavailable = |error: StoreError| {
+        grouped(store, |store| {
+            Ok::<_, StoreError>(
+                requests
+                    .iter()
+                    .map(|request| self.step(store, now, rng, request))
+                    .collect(),
+            )
+        })
+        .unwrap_or_else(|error| {
             vec![MerchantResponse::Refused(Refusal::from(error)); requests.len()]
-        };
-        if let Err(error) = store.begin_group() {
-            return unavailable(error);
-        }
-        let responses = requests
-            .iter()
-            .map(|request| self.step(store, now, rng, request))
-            .collect();
-        match store.end_group() {
-            Ok(()) => responses,
-            Err(error) => unavailable(error),
-        }
+        })
     }
 
     fn step(

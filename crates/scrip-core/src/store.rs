@@ -170,6 +170,29 @@ pub trait GroupCommit {
     fn abort_group(&mut self);
 }
 
+/// Runs `body` as one group commit: the group is committed if `body`
+/// succeeds and undone whole if it fails.
+///
+/// # Errors
+/// `body`'s error, or the store's if the group cannot begin or commit; in
+/// every error case nothing of the group was kept.
+pub fn grouped<S: GroupCommit, R, E: From<StoreError>>(
+    store: &mut S,
+    body: impl FnOnce(&mut S) -> Result<R, E>,
+) -> Result<R, E> {
+    store.begin_group()?;
+    match body(store) {
+        Ok(result) => {
+            store.end_group()?;
+            Ok(result)
+        }
+        Err(error) => {
+            store.abort_group();
+            Err(error)
+        }
+    }
+}
+
 /// The broker's storage.
 pub trait BrokerStore: GroupCommit {
     type Tx<'a>: BrokerTx

@@ -16,6 +16,40 @@ use scrip_tests::{amount, Sim};
 const RACERS: usize = 16;
 const ROUNDS: usize = 12;
 
+/// New BrokerScrip worth 1 for `wallet`, and [`RACERS`] different Obtain
+/// VendorScrip requests that each spend 0.5 of it at `merchant`.
+fn spends_of_fresh_broker_scrip(
+    sim: &mut Sim,
+    wallet: usize,
+    account: &scrip_core::broker::OpenedAccount,
+    merchant: scrip_proto::MerchantId,
+) -> (scrip_core::store::WalletScrip, Vec<BrokerRequest>) {
+    let issued = sim
+        .obtain_broker_scrip(wallet, account.number, &account.pin, "1")
+        .unwrap();
+    let w = &mut sim.wallets[wallet];
+    let held = w
+        .wallet
+        .scrip(&mut w.store)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.scrip.id() == issued[0].id())
+        .unwrap();
+    let requests = (0..RACERS)
+        .map(|_| {
+            let body = ObtainVendorScrip {
+                request_id: RequestId::random(&mut sim.rng),
+                scrip: held.scrip.clone(),
+                merchant,
+                amount: amount("0.5"),
+                reply_key: sim.wallets[wallet].wallet.broker().hpke_key,
+            };
+            BrokerRequest::ObtainVendorScrip(Proved::prove(body, &held.secret))
+        })
+        .collect();
+    (held, requests)
+}
+
 #[test]
 fn racing_spends_of_one_broker_scrip_have_exactly_one_winner() {
     let dir = tempfile::tempdir().unwrap();
@@ -28,29 +62,7 @@ fn racing_spends_of_one_broker_scrip_have_exactly_one_winner() {
     let merchant = sim.merchant_id(tea);
 
     for round in 0..ROUNDS {
-        let issued = sim
-            .obtain_broker_scrip(wallet, alice.number, &alice.pin, "1")
-            .unwrap();
-        let w = &mut sim.wallets[wallet];
-        let held = w
-            .wallet
-            .scrip(&mut w.store)
-            .unwrap()
-            .into_iter()
-            .find(|s| s.scrip.id() == issued[0].id())
-            .unwrap();
-        let requests: Vec<BrokerRequest> = (0..RACERS)
-            .map(|_| {
-                let body = ObtainVendorScrip {
-                    request_id: RequestId::random(&mut sim.rng),
-                    scrip: held.scrip.clone(),
-                    merchant,
-                    amount: amount("0.5"),
-                    reply_key: sim.wallets[wallet].wallet.broker().hpke_key,
-                };
-                BrokerRequest::ObtainVendorScrip(Proved::prove(body, &held.secret))
-            })
-            .collect();
+        let (held, requests) = spends_of_fresh_broker_scrip(&mut sim, wallet, &alice, merchant);
         let barrier = Barrier::new(RACERS);
         let (broker, now) = (&sim.broker, sim.now);
         let responses: Vec<BrokerResponse> = std::thread::scope(|scope| {
@@ -202,29 +214,7 @@ fn spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner() {
     let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
     let wallet = sim.add_wallet();
     let merchant = sim.merchant_id(tea);
-    let issued = sim
-        .obtain_broker_scrip(wallet, alice.number, &alice.pin, "1")
-        .unwrap();
-    let w = &mut sim.wallets[wallet];
-    let held = w
-        .wallet
-        .scrip(&mut w.store)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.scrip.id() == issued[0].id())
-        .unwrap();
-    let requests: Vec<BrokerRequest> = (0..RACERS)
-        .map(|_| {
-            let body = ObtainVendorScrip {
-                request_id: RequestId::random(&mut sim.rng),
-                scrip: held.scrip.clone(),
-                merchant,
-                amount: amount("0.5"),
-                reply_key: sim.wallets[wallet].wallet.broker().hpke_key,
-            };
-            BrokerRequest::ObtainVendorScrip(Proved::prove(body, &held.secret))
-        })
-        .collect();
+    let (held, requests) = spends_of_fresh_broker_scrip(&mut sim, wallet, &alice, merchant);
     let checkpoints_before = sim.audit_snapshot().checkpoints.len();
 
     let answers = sim
