@@ -1,7 +1,7 @@
 //! The files of a broker directory and of a peer directory.
 //!
 //! ```text
-//! broker DIR/  broker.toml  broker.seed (owner-only)  broker.pub  broker.db
+//! broker DIR/  broker.toml (owner-only)  broker.seed (owner-only)  broker.pub  [broker.db]
 //! peer DIR/    peer.toml    peer.seed (owner-only)    wallet.db  merchant.db
 //! ```
 //!
@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use scrip_proto::Secret32;
+use scrip_store::BrokerDatabase;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
@@ -21,6 +22,10 @@ use crate::output::CliError;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BrokerFile {
     pub currency: String,
+    /// A PostgreSQL URL; absent: the SQLite file `broker.db` in the directory.
+    /// It may carry a password, so the file is owner-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,8 +44,16 @@ impl BrokerDir {
     pub fn seed(&self) -> PathBuf {
         self.0.join("broker.seed")
     }
-    pub fn database(&self) -> PathBuf {
+    /// The SQLite file, for a broker that keeps its state in the directory.
+    pub fn sqlite_database(&self) -> PathBuf {
         self.0.join("broker.db")
+    }
+    /// Where the broker of `file` keeps its state.
+    pub fn database(&self, file: &BrokerFile) -> BrokerDatabase {
+        match &file.database {
+            Some(url) => BrokerDatabase::Postgres(url.clone()),
+            None => BrokerDatabase::Sqlite(self.sqlite_database()),
+        }
     }
     /// The broker's public key, hex: all an auditor needs besides the database.
     pub fn public_key(&self) -> PathBuf {
@@ -134,8 +147,18 @@ pub fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, CliErro
         .map_err(|e| CliError::local(format!("{} is not valid: {e}", path.display())))
 }
 
+/// Writes a new settings file, owner-only: a broker's may hold a database password.
 pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
     let text = toml::to_string(value).map_err(|e| CliError::local(e.to_string()))?;
-    fs::write(path, text)
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
         .map_err(|e| CliError::local(format!("cannot write {}: {e}", path.display())))
 }

@@ -71,6 +71,11 @@ enum Command {
         /// Draw the growth curves into this PNG file (implies --curves).
         #[arg(long, value_name = "FILE")]
         chart: Option<PathBuf>,
+        /// Also measure the broker on this PostgreSQL database with 1, 2 and
+        /// 4 broker processes, next to SQLite. It works in a new schema of
+        /// its own and drops it after: never point it at a production database.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Checks a broker directory (live, or a copy) with the broker's public key only.
     Audit {
@@ -88,6 +93,12 @@ enum BrokerCommand {
         dir: PathBuf,
         #[arg(long, default_value = "EUR")]
         currency: String,
+        /// Keep the broker's state in this PostgreSQL database
+        /// (postgres://user@host:port/db) instead of an SQLite file in DIR.
+        /// Several `scrip broker run` processes of the directory may then
+        /// serve it at once.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
     /// Serves the broker until SIGINT or SIGTERM; prints its full address.
     Run {
@@ -227,7 +238,11 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
     let print = |report: Report| report.print(json);
     match command {
         Command::Broker { command } => match command {
-            BrokerCommand::Init { dir, currency } => print(cmd::broker::init(&dir, &currency)?),
+            BrokerCommand::Init {
+                dir,
+                currency,
+                database,
+            } => print(cmd::broker::init(&dir, &currency, database.as_deref())?),
             BrokerCommand::Run { dir, listen } => cmd::broker::run(&dir, listen, net, json).await?,
             BrokerCommand::Account {
                 command: AccountCommand::Open { dir, name },
@@ -294,11 +309,13 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
             quick,
             curves,
             chart,
+            postgres,
         } => print(
             cmd::bench::run(cmd::bench::Options {
                 quick,
                 curves,
                 chart,
+                postgres,
             })
             .await?,
         ),

@@ -1,6 +1,5 @@
 //! The broker's node: answers every broker protocol and is the rendezvous point.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
@@ -9,7 +8,7 @@ use scrip_proto::msg::{
     AuditRequest, AuditResponse, BrokerAnswer, BrokerRequest, BrokerResponse, MerchantEntry,
 };
 use scrip_proto::{decode, encode, Refusal};
-use scrip_store_sqlite::SqliteBrokerStore;
+use scrip_store::{BrokerDatabase, BrokerDb};
 
 use crate::group::Grouped;
 use crate::node::{Handler, Inbound, Node, NodeConfig};
@@ -18,11 +17,11 @@ use crate::{keypair, now, protocol, NetError, NetOptions};
 /// The broker and its store, shared by the request handlers.
 pub struct BrokerService {
     broker: Broker,
-    store: Grouped<SqliteBrokerStore, BrokerRequest, BrokerAnswer>,
+    store: Grouped<BrokerDb, BrokerRequest, BrokerAnswer>,
 }
 
 impl BrokerService {
-    pub fn new(broker: Broker, store: SqliteBrokerStore) -> Self {
+    pub fn new(broker: Broker, store: BrokerDb) -> Self {
         BrokerService {
             broker,
             store: Grouped::new(store),
@@ -88,15 +87,17 @@ pub struct BrokerNode {
 }
 
 impl BrokerNode {
-    /// Opens the store at `database` and serves the broker on `listen`.
+    /// Opens the broker's `database` and serves the broker on `listen`.
+    /// Several nodes of one broker may serve one PostgreSQL database at once.
     pub async fn start(
         broker: Broker,
-        database: &Path,
+        database: &BrokerDatabase,
         listen: Vec<Multiaddr>,
         options: NetOptions,
     ) -> Result<BrokerNode, NetError> {
-        let store =
-            SqliteBrokerStore::open(database).map_err(|e| NetError::Setup(e.to_string()))?;
+        let store = database
+            .open()
+            .map_err(|e| NetError::Setup(e.to_string()))?;
         let keypair = keypair(broker.signing_key());
         let service = Arc::new(BrokerService::new(broker, store));
         let mut config = NodeConfig::new(keypair);

@@ -2,6 +2,7 @@
 //! its in-flight limit its requests are dropped (closed streams), and a
 //! customer arriving meanwhile is served as if nobody else were there.
 
+use scrip_store::BrokerDatabase;
 use std::time::{Duration, Instant};
 
 use libp2p::identity;
@@ -29,7 +30,7 @@ async fn a_flooding_peer_is_held_to_its_share_and_others_are_served() {
     let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
     let broker_node = BrokerNode::start(
         broker,
-        &db,
+        &BrokerDatabase::Sqlite(db.clone()),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         NetOptions::default(),
     )

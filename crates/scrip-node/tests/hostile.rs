@@ -7,6 +7,7 @@
 //! reads the broker's info and directory, and well-behaved customers still
 //! obtain scrip and buy.
 
+use scrip_store::BrokerDatabase;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -261,7 +262,7 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
     let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
     let broker_node = BrokerNode::start(
         broker,
-        &db,
+        &BrokerDatabase::Sqlite(db.clone()),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         scrip_node::NetOptions::default(),
     )

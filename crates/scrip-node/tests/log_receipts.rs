@@ -7,6 +7,7 @@ use scrip_node::broker::BrokerNode;
 use scrip_node::customer::Customer;
 use scrip_node::{now, NetOptions};
 use scrip_proto::{Amount, Secret32};
+use scrip_store::BrokerDatabase;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteWalletStore};
 
 fn broker(seed: &Secret32) -> Broker {
@@ -18,7 +19,7 @@ fn broker(seed: &Secret32) -> Broker {
 async fn start(seed: &Secret32, db: &std::path::Path) -> BrokerNode {
     BrokerNode::start(
         broker(seed),
-        db,
+        &BrokerDatabase::Sqlite(db.to_owned()),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         NetOptions::default(),
     )

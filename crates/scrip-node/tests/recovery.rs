@@ -12,6 +12,7 @@ use scrip_node::merchant::{MerchantNode, MerchantSetup};
 use scrip_node::{now, NetOptions};
 use scrip_proto::msg::Purchase;
 use scrip_proto::{Amount, Secret32};
+use scrip_store::BrokerDatabase;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteWalletStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +27,7 @@ async fn a_pending_purchase_completes_once_on_the_next_connection() {
     let loopback = || vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     let broker = BrokerNode::start(
         Broker::new(BrokerKeys::from_seed(&broker_seed), config()),
-        &dir.path().join("broker.db"),
+        &BrokerDatabase::Sqlite(dir.path().join("broker.db")),
         loopback(),
         NetOptions::default(),
     )

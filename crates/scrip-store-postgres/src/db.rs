@@ -62,7 +62,9 @@ const MIGRATION_LOCK_CLASS: i32 = 0x7363_7250; // "scrP"
 
 /// One client and the statements prepared on it.
 pub(crate) struct Connection {
-    client: Client,
+    /// `Some` until the connection is dropped; then taken out to be closed
+    /// through [`blocking`].
+    client: Option<Client>,
     /// Prepared once per connection: a broker runs thousands of steps a second.
     statements: HashMap<&'static str, Statement>,
     /// A statement failed since the transaction (or the savepoint) began.
@@ -75,7 +77,7 @@ pub(crate) struct Connection {
 ///
 /// Errors name the URL with its password replaced by `***`.
 pub(crate) fn connect(url: &str, schema: &Schema) -> Result<Connection, StoreError> {
-    let client = Client::connect(url, NoTls).map_err(|error| {
+    let client = blocking(|| Client::connect(url, NoTls)).map_err(|error| {
         StoreError(format!(
             "cannot connect to {} database {}: {}",
             schema.role,
@@ -84,21 +86,45 @@ pub(crate) fn connect(url: &str, schema: &Schema) -> Result<Connection, StoreErr
         ))
     })?;
     let mut conn = Connection {
-        client,
+        client: Some(client),
         statements: HashMap::new(),
         aborted: false,
     };
     conn.control(SET_LOCK_TIMEOUT)
         .map_err(failed("cannot set the lock timeout"))?;
-    migrate(&mut conn, schema)?;
+    blocking(|| migrate(&mut conn, schema))?;
     Ok(conn)
+}
+
+/// Runs `work`, which blocks on the `postgres` client.
+///
+/// The synchronous client drives a runtime of its own, which tokio forbids
+/// on a thread that runs async tasks (the command line's main thread, a
+/// node's workers): there the thread is first handed over with
+/// `block_in_place`. Elsewhere (plain threads, `spawn_blocking`) `work` just runs.
+pub(crate) fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Closing the client blocks too (it says goodbye and stops its runtime).
+        if let Some(client) = self.client.take() {
+            blocking(move || drop(client));
+        }
+    }
 }
 
 /// Brings the schema up to [`Schema::version`] in one transaction, under an
 /// advisory lock, so processes connecting at once migrate it once and the
 /// ones that wait find it done.
 fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), StoreError> {
-    let client = &mut conn.client;
+    let client = conn.client_mut();
     let mut tx = client
         .transaction()
         .map_err(failed("cannot begin migration"))?;
@@ -158,12 +184,18 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), StoreError> {
 }
 
 impl Connection {
+    fn client_mut(&mut self) -> &mut Client {
+        self.client
+            .as_mut()
+            .expect("the client is only taken when the connection is dropped")
+    }
+
     /// The statement for `sql`, prepared on first use.
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql)?;
+        let statement = blocking(|| self.client_mut().prepare(sql))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -178,7 +210,7 @@ impl Connection {
     ) -> Result<T, StoreError> {
         let result = self
             .statement(sql)
-            .and_then(|statement| operation(&mut self.client, &statement));
+            .and_then(|statement| blocking(|| operation(self.client_mut(), &statement)));
         self.aborted |= result.is_err();
         result.map_err(failed(what))
     }
@@ -244,7 +276,7 @@ impl Connection {
     /// Runs transaction control (and the writer lock) in the simple protocol:
     /// one round trip, nothing to prepare.
     fn control(&mut self, sql: &str) -> Result<(), postgres::Error> {
-        let result = self.client.batch_execute(sql);
+        let result = blocking(|| self.client_mut().batch_execute(sql));
         self.aborted |= result.is_err();
         result
     }
@@ -252,7 +284,7 @@ impl Connection {
     /// For tests: the client itself, to corrupt rows or watch locks.
     #[cfg(test)]
     pub(crate) fn client(&mut self) -> &mut Client {
-        &mut self.client
+        self.client_mut()
     }
 }
 
@@ -472,7 +504,7 @@ pub(crate) fn fingerprint(step: &mut Step<'_>) -> Result<String, StoreError> {
         // Table and column names come from the catalog, not from input; they
         // are not cached, since this runs once per check.
         let sql = format!("SELECT * FROM \"{table}\"{order}");
-        let rows = step.client.query(&sql, &[]);
+        let rows = blocking(|| step.client_mut().query(&sql, &[]));
         step.aborted |= rows.is_err();
         for row in rows.map_err(failed(what))? {
             for column in 0..row.len() {

@@ -1,9 +1,13 @@
 //! A simulation of a whole scrip deployment in one process, for tests.
 //!
 //! [`Sim`] holds one broker, any number of merchants and wallets, each with
-//! its own SQLite store, one clock and one seeded random generator, so one
-//! seed replays a whole run. Messages travel between them as canonical bytes,
+//! its own store, one clock and one seeded random generator, so one seed
+//! replays a whole run. Messages travel between them as canonical bytes,
 //! exactly as the network will carry them.
+//!
+//! The broker's store is on either [`Backend`]: the broker's tests run on
+//! SQLite and, when `SCRIP_TEST_POSTGRES_URL` names a PostgreSQL database,
+//! again on PostgreSQL ([`on_each_backend!`]).
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -22,6 +26,8 @@ use scrip_proto::msg::{
 use scrip_proto::{
     decode, encode, AccountNumber, Amount, MerchantId, Pin, RequestId, Scrip, Secret32, Timestamp,
 };
+use scrip_store::{BrokerDatabase, BrokerDb};
+use scrip_store_postgres::testing::{skipped, TestSchema};
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore, SqliteWalletStore};
 
 pub use rand;
@@ -53,6 +59,82 @@ pub fn amount(text: &str) -> Amount {
         .unwrap_or_else(|e| panic!("test amount {text:?}: {e}"))
 }
 
+/// Where a test broker keeps its state.
+pub enum Backend {
+    /// SQLite in memory: the fastest, but only one connection can see it.
+    SqliteMemory,
+    /// An SQLite file in a temporary directory, for tests that connect twice.
+    SqliteFile(tempfile::TempDir),
+    /// A fresh schema in the PostgreSQL database of `SCRIP_TEST_POSTGRES_URL`,
+    /// dropped when the backend is.
+    Postgres(TestSchema),
+}
+
+impl Backend {
+    /// PostgreSQL, if `SCRIP_TEST_POSTGRES_URL` is set; else `None`, and the
+    /// test binary says once that its PostgreSQL tests were skipped.
+    pub fn postgres() -> Option<Backend> {
+        let Some(url) = scrip_store_postgres::testing::test_url() else {
+            skipped();
+            return None;
+        };
+        Some(Backend::Postgres(
+            TestSchema::new(&url).expect("a fresh schema in SCRIP_TEST_POSTGRES_URL"),
+        ))
+    }
+
+    /// This backend, or a file instead of memory: one that can be connected
+    /// to again, as a restarted or second broker process would.
+    pub fn durable(self) -> Backend {
+        match self {
+            Backend::SqliteMemory => Backend::SqliteFile(tempfile::tempdir().expect("temp dir")),
+            durable => durable,
+        }
+    }
+
+    /// Where the store is, if it can be connected to again.
+    pub fn database(&self) -> Option<BrokerDatabase> {
+        match self {
+            Backend::SqliteMemory => None,
+            Backend::SqliteFile(dir) => Some(BrokerDatabase::Sqlite(dir.path().join("broker.db"))),
+            Backend::Postgres(schema) => Some(BrokerDatabase::Postgres(schema.url())),
+        }
+    }
+
+    /// A new connection to the store: for memory, a new empty database.
+    pub fn connect(&self) -> BrokerDb {
+        match self.database() {
+            Some(database) => database.open().expect("broker store"),
+            None => BrokerDb::Sqlite(
+                SqliteBrokerStore::open_in_memory().expect("in-memory broker store"),
+            ),
+        }
+    }
+}
+
+/// Runs each named test, a function taking a [`Backend`], once on SQLite
+/// (in memory) and once on PostgreSQL when `SCRIP_TEST_POSTGRES_URL` is set:
+/// as `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $test() {
+                super::$test($crate::Backend::SqliteMemory)
+            })+
+        }
+        mod postgres {
+            $(#[test]
+            fn $test() {
+                if let Some(backend) = $crate::Backend::postgres() {
+                    super::$test(backend)
+                }
+            })+
+        }
+    };
+}
+
 pub struct SimMerchant {
     pub merchant: Merchant,
     /// The merchant's key seed, so tests can act as a dishonest merchant.
@@ -72,21 +154,22 @@ pub struct Sim {
     pub broker: Broker,
     /// The broker's key seed, so tests can restart or reconfigure the broker.
     pub broker_seed: Secret32,
-    pub broker_store: SqliteBrokerStore,
+    pub broker_store: BrokerDb,
     pub merchants: Vec<SimMerchant>,
     pub wallets: Vec<SimWallet>,
+    /// Keeps the broker's database (a temporary file or schema) for the run.
+    pub backend: Backend,
 }
 
 impl Sim {
     /// A broker in EUR with in-memory stores and cheap PIN hashing.
     pub fn new(seed: u64) -> Sim {
-        Sim::with_broker_store(
-            seed,
-            SqliteBrokerStore::open_in_memory().expect("in-memory broker store"),
-        )
+        Sim::on(Backend::SqliteMemory, seed)
     }
 
-    pub fn with_broker_store(seed: u64, broker_store: SqliteBrokerStore) -> Sim {
+    /// The same, with the broker's store on `backend`.
+    pub fn on(backend: Backend, seed: u64) -> Sim {
+        let broker_store = backend.connect();
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut config = BrokerConfig::new("EUR".parse().unwrap());
         config.pin_hashing = PinHashing::FAST_INSECURE;
@@ -100,7 +183,18 @@ impl Sim {
             broker_store,
             merchants: Vec::new(),
             wallets: Vec::new(),
+            backend,
         }
+    }
+
+    /// Another connection to the broker's store: a restarted or a second
+    /// broker process. Needs a [`Backend::durable`] backend.
+    pub fn connect_broker_store(&self) -> BrokerDb {
+        assert!(
+            self.backend.database().is_some(),
+            "an in-memory store cannot be connected to twice: use Backend::durable"
+        );
+        self.backend.connect()
     }
 
     /// Replaces the broker with a new one of the same keys and the

@@ -8,7 +8,7 @@ use scrip_core::ledger::LedgerAccount;
 use scrip_core::store::ScripState;
 use scrip_proto::msg::{BrokerRequest, Purchase};
 use scrip_proto::{decode, Amount, Pin, ScripKind};
-use scrip_tests::{amount, without_table, Sim};
+use scrip_tests::{without_table, Backend, Sim};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -77,8 +77,8 @@ struct Model {
 
 const ITEMS: [&str; 3] = ["a", "b", "c"];
 
-fn model(seed: u64) -> Model {
-    let mut sim = Sim::new(seed);
+fn model(backend: Backend, seed: u64) -> Model {
+    let mut sim = Sim::on(backend, seed);
     let accounts = vec![
         sim.open_account("alice", "50"),
         sim.open_account("bob", "5"),
@@ -312,36 +312,65 @@ impl Model {
     }
 }
 
+/// Runs `ops` from a fresh model: value is conserved after every one, a
+/// refused one changes nothing, and the audit is clean at the end.
+fn conserved(backend: Backend, seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = model(backend, seed);
+    for op in ops {
+        let before = model.fingerprint();
+        let moved = model.apply(op);
+        if matches!(
+            op,
+            Op::ObtainBrokerScrip {
+                wrong_pin: true,
+                ..
+            }
+        ) {
+            // A wrong PIN is counted on purpose (it may lock the account):
+            // everything else is as it was, and the audit below checks
+            // the counts and locks against the log.
+            prop_assert!(!moved);
+            let mut before = before;
+            let mut after = model.fingerprint();
+            before[0] = without_table(&before[0], "pin_failures");
+            after[0] = without_table(&after[0], "pin_failures");
+            prop_assert_eq!(after, before, "refused {:?} changed state", op);
+        } else if !moved {
+            prop_assert_eq!(
+                model.fingerprint(),
+                before,
+                "refused {:?} changed state",
+                op
+            );
+        }
+        model.check_conservation();
+    }
+    // Once merchants have reported every payment, the audit finds the
+    // broker's tables exactly as its log says, whatever happened.
+    model.sim.settle(0);
+    model.sim.settle(1);
+    let audit = model.sim.audit();
+    prop_assert!(audit.clean(), "{:#?}", audit.findings);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn value_is_conserved_and_refusals_change_nothing(seed in 0..1000u64, ops in prop::collection::vec(op(), 1..60)) {
-        let mut model = model(seed);
-        let _ = amount("0");
-        for op in &ops {
-            let before = model.fingerprint();
-            let moved = model.apply(op);
-            if matches!(op, Op::ObtainBrokerScrip { wrong_pin: true, .. }) {
-                // A wrong PIN is counted on purpose (it may lock the account):
-                // everything else is as it was, and the audit below checks
-                // the counts and locks against the log.
-                prop_assert!(!moved);
-                let mut before = before;
-                let mut after = model.fingerprint();
-                before[0] = without_table(&before[0], "pin_failures");
-                after[0] = without_table(&after[0], "pin_failures");
-                prop_assert_eq!(after, before, "refused {:?} changed state", op);
-            } else if !moved {
-                prop_assert_eq!(model.fingerprint(), before, "refused {:?} changed state", op);
-            }
-            model.check_conservation();
+        conserved(Backend::SqliteMemory, seed, &ops)?;
+    }
+}
+
+proptest! {
+    // Fewer cases: each runs in a fresh PostgreSQL schema, over the network.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn value_is_conserved_and_refusals_change_nothing_on_postgres(seed in 0..1000u64, ops in prop::collection::vec(op(), 1..60)) {
+        if let Some(backend) = Backend::postgres() {
+            conserved(backend, seed, &ops)?;
         }
-        // Once merchants have reported every payment, the audit finds the
-        // broker's tables exactly as its log says, whatever happened.
-        model.sim.settle(0);
-        model.sim.settle(1);
-        let audit = model.sim.audit();
-        prop_assert!(audit.clean(), "{:#?}", audit.findings);
     }
 }

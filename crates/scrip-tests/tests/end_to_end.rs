@@ -6,11 +6,10 @@ use scrip_core::ledger::LedgerAccount;
 use scrip_core::store::WalletReceipt;
 use scrip_proto::msg::Purchase;
 use scrip_proto::ScripKind;
-use scrip_tests::{amount, Sim};
+use scrip_tests::{amount, Backend, Sim};
 
-#[test]
-fn full_purchase_story_with_role_inversion_and_settlement() {
-    let mut sim = Sim::new(1);
+fn full_purchase_story_with_role_inversion_and_settlement(backend: Backend) {
+    let mut sim = Sim::on(backend, 1);
     let alice = sim.open_account("alice", "100");
     let tea_shop_account = sim.open_account("tea shop", "0");
     let news_account = sim.open_account("news stand", "0");
@@ -175,9 +174,8 @@ fn full_purchase_story_with_role_inversion_and_settlement() {
     sim.assert_conserved();
 }
 
-#[test]
-fn withdrawals_pay_out_and_are_refused_beyond_the_balance() {
-    let mut sim = Sim::new(2);
+fn withdrawals_pay_out_and_are_refused_beyond_the_balance(backend: Backend) {
+    let mut sim = Sim::on(backend, 2);
     let bob = sim.open_account("bob", "10");
     let paid = sim
         .broker
@@ -208,9 +206,8 @@ fn withdrawals_pay_out_and_are_refused_beyond_the_balance() {
     sim.assert_conserved();
 }
 
-#[test]
-fn deposits_beyond_the_ledgers_range_are_refused_definitively() {
-    let mut sim = Sim::new(3);
+fn deposits_beyond_the_ledgers_range_are_refused_definitively(backend: Backend) {
+    let mut sim = Sim::on(backend, 3);
     let rich = sim.open_account("rich", "0");
     let poor = sim.open_account("poor", "0");
     // Amount::MAX is i64::MAX minor units: one such deposit fits, a second would take money-in past i64::MIN.
@@ -234,3 +231,9 @@ fn deposits_beyond_the_ledgers_range_are_refused_definitively() {
     assert_eq!(sim.balance(poor.number), amount("0"));
     sim.assert_conserved();
 }
+
+scrip_tests::on_each_backend!(
+    full_purchase_story_with_role_inversion_and_settlement,
+    withdrawals_pay_out_and_are_refused_beyond_the_balance,
+    deposits_beyond_the_ledgers_range_are_refused_definitively,
+);

@@ -8,8 +8,7 @@ use scrip_core::store::{AccountLock, BrokerStore, BrokerTx, PinFailures};
 use scrip_core::{Merchant, MerchantConfig, MerchantKeys, WalletError};
 use scrip_proto::msg::{BrokerRequest, BrokerResponse};
 use scrip_proto::{decode, AccountNumber, Pin, Refusal, RequestId, Secret32, Timestamp};
-use scrip_store_sqlite::SqliteBrokerStore;
-use scrip_tests::{amount, without_table, Sim};
+use scrip_tests::{amount, without_table, Backend, Sim};
 
 /// The default limit of wrong PINs in a row.
 const LIMIT: u32 = 5;
@@ -94,9 +93,8 @@ fn lock(sim: &mut Sim, wallet: usize, alice: &OpenedAccount) {
     );
 }
 
-#[test]
-fn wrong_pins_up_to_the_limit_then_the_account_is_locked() {
-    let mut sim = Sim::new(21);
+fn wrong_pins_up_to_the_limit_then_the_account_is_locked(backend: Backend) {
+    let mut sim = Sim::on(backend, 21);
     let (alice, wallet) = setup(&mut sim);
     for count in 1..LIMIT {
         let before = sim.broker_store.fingerprint().unwrap();
@@ -156,9 +154,8 @@ fn wrong_pins_up_to_the_limit_then_the_account_is_locked() {
     assert_eq!(audit.locked_accounts.get(&alice.number), Some(&None));
 }
 
-#[test]
-fn a_locked_account_refuses_the_right_pin_without_running_argon2() {
-    let mut sim = Sim::new(22);
+fn a_locked_account_refuses_the_right_pin_without_running_argon2(backend: Backend) {
+    let mut sim = Sim::on(backend, 22);
     let (alice, wallet) = setup(&mut sim);
     lock(&mut sim, wallet, &alice);
     assert_eq!(sim.broker.pin_verifications(), u64::from(LIMIT));
@@ -188,9 +185,8 @@ fn a_locked_account_refuses_the_right_pin_without_running_argon2() {
     assert!(w.wallet.pending(&mut w.store).unwrap().is_empty());
 }
 
-#[test]
-fn a_step_that_authenticates_resets_the_count_and_a_refused_one_does_not() {
-    let mut sim = Sim::new(23);
+fn a_step_that_authenticates_resets_the_count_and_a_refused_one_does_not(backend: Backend) {
+    let mut sim = Sim::on(backend, 23);
     let (alice, wallet) = setup(&mut sim);
     for _ in 1..LIMIT {
         attempt(&mut sim, wallet, alice.number, &wrong(&alice.pin), "1").unwrap_err();
@@ -244,22 +240,19 @@ fn a_step_that_authenticates_resets_the_count_and_a_refused_one_does_not() {
     assert_eq!(audit.account_locks.len(), 1);
 }
 
-#[test]
-fn the_count_and_the_lock_survive_a_restart_and_hold_for_a_second_broker_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("broker.db");
-    let mut sim = Sim::with_broker_store(24, SqliteBrokerStore::open(&path).unwrap());
+fn the_count_and_the_lock_survive_a_restart_and_hold_for_a_second_broker_process(backend: Backend) {
+    let mut sim = Sim::on(backend.durable(), 24);
     let (alice, wallet) = setup(&mut sim);
     for _ in 0..2 {
         attempt(&mut sim, wallet, alice.number, &wrong(&alice.pin), "1").unwrap_err();
     }
-    // A restart: a new broker and a new connection to the file.
-    sim.broker_store = SqliteBrokerStore::open(&path).unwrap();
+    // A restart: a new broker and a new connection to the database.
+    sim.broker_store = sim.connect_broker_store();
     sim.restart_broker(|_| {});
     assert_eq!(pin_failures(&mut sim, alice.number).count, 2);
 
-    // A second broker process on the same file counts into the same row.
-    let second = SqliteBrokerStore::open(&path).unwrap();
+    // A second broker process on the same database counts into the same row.
+    let second = sim.connect_broker_store();
     let first = std::mem::replace(&mut sim.broker_store, second);
     for _ in 0..2 {
         assert!(matches!(
@@ -275,10 +268,7 @@ fn the_count_and_the_lock_survive_a_restart_and_hold_for_a_second_broker_process
     );
 
     // Locked for every process, and after another restart.
-    drop(std::mem::replace(
-        &mut sim.broker_store,
-        SqliteBrokerStore::open(&path).unwrap(),
-    ));
+    sim.broker_store = sim.connect_broker_store();
     sim.restart_broker(|_| {});
     assert_eq!(
         attempt(&mut sim, wallet, alice.number, &alice.pin, "1"),
@@ -290,9 +280,8 @@ fn the_count_and_the_lock_survive_a_restart_and_hold_for_a_second_broker_process
     assert_eq!(audit.refused_pins.get(&alice.number), Some(&5));
 }
 
-#[test]
-fn the_operator_unlocks_a_locked_account() {
-    let mut sim = Sim::new(25);
+fn the_operator_unlocks_a_locked_account(backend: Backend) {
+    let mut sim = Sim::on(backend, 25);
     let (alice, wallet) = setup(&mut sim);
     lock(&mut sim, wallet, &alice);
     let locked_at = sim.now;
@@ -346,9 +335,8 @@ fn the_operator_unlocks_a_locked_account() {
     assert!(audit.locked_accounts.is_empty());
 }
 
-#[test]
-fn a_timed_lock_lapses_and_one_more_wrong_pin_locks_again() {
-    let mut sim = Sim::new(26);
+fn a_timed_lock_lapses_and_one_more_wrong_pin_locks_again(backend: Backend) {
+    let mut sim = Sim::on(backend, 26);
     sim.restart_broker(|config| {
         config.max_pin_failures = std::num::NonZeroU32::new(3).unwrap();
         config.pin_lock_duration = Some(3600);
@@ -406,9 +394,8 @@ fn a_timed_lock_lapses_and_one_more_wrong_pin_locks_again() {
     assert!(audit.locked_accounts.is_empty());
 }
 
-#[test]
-fn wrong_pins_in_one_group_commit_are_each_counted_and_the_lock_holds_within_it() {
-    let mut sim = Sim::new(27);
+fn wrong_pins_in_one_group_commit_are_each_counted_and_the_lock_holds_within_it(backend: Backend) {
+    let mut sim = Sim::on(backend, 27);
     let (alice, wallet) = setup(&mut sim);
     let mut requests: Vec<BrokerRequest> = Vec::new();
     for n in 0..=LIMIT {
@@ -449,3 +436,13 @@ fn wrong_pins_in_one_group_commit_are_each_counted_and_the_lock_holds_within_it(
     );
     assert_eq!(audit.account_locks.len(), 1);
 }
+
+scrip_tests::on_each_backend!(
+    wrong_pins_up_to_the_limit_then_the_account_is_locked,
+    a_locked_account_refuses_the_right_pin_without_running_argon2,
+    a_step_that_authenticates_resets_the_count_and_a_refused_one_does_not,
+    the_count_and_the_lock_survive_a_restart_and_hold_for_a_second_broker_process,
+    the_operator_unlocks_a_locked_account,
+    a_timed_lock_lapses_and_one_more_wrong_pin_locks_again,
+    wrong_pins_in_one_group_commit_are_each_counted_and_the_lock_holds_within_it,
+);

@@ -10,8 +10,8 @@ use scrip_proto::msg::{
     BrokerRequest, BrokerResponse, Buy, MerchantResponse, ObtainVendorScrip, Purchase,
 };
 use scrip_proto::{Refusal, RequestId, ScripKind};
-use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore};
-use scrip_tests::{amount, Sim};
+use scrip_store_sqlite::SqliteMerchantStore;
+use scrip_tests::{amount, Backend, Sim};
 
 const RACERS: usize = 16;
 const ROUNDS: usize = 12;
@@ -50,11 +50,9 @@ fn spends_of_fresh_broker_scrip(
     (held, requests)
 }
 
-#[test]
-fn racing_spends_of_one_broker_scrip_have_exactly_one_winner() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("broker.db");
-    let mut sim = Sim::with_broker_store(11, SqliteBrokerStore::open(&path).unwrap());
+/// Each racer has its own connection, as separate broker processes do.
+fn racing_spends_of_one_broker_scrip_have_exactly_one_winner(backend: Backend) {
+    let mut sim = Sim::on(backend.durable(), 11);
     let alice = sim.open_account("alice", "1000");
     let shop = sim.open_account("shop", "0");
     let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
@@ -70,9 +68,9 @@ fn racing_spends_of_one_broker_scrip_have_exactly_one_winner() {
                 .iter()
                 .enumerate()
                 .map(|(i, request)| {
-                    let (barrier, path) = (&barrier, &path);
+                    let (barrier, backend) = (&barrier, &sim.backend);
                     scope.spawn(move || {
-                        let mut store = SqliteBrokerStore::open(path).unwrap();
+                        let mut store = backend.connect();
                         let mut rng =
                             rand_chacha::ChaCha20Rng::seed_from_u64((round * RACERS + i) as u64);
                         barrier.wait();
@@ -110,6 +108,7 @@ fn racing_spends_of_one_broker_scrip_have_exactly_one_winner() {
     sim.assert_conserved();
 }
 
+/// The merchant's race: its store is SQLite whatever the broker's backend.
 #[test]
 fn racing_spends_of_one_vendor_scrip_have_exactly_one_winner() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,9 +205,8 @@ fn racing_spends_of_one_vendor_scrip_have_exactly_one_winner() {
 /// BrokerScrip in the same group still have exactly one winner, the refusals
 /// are in the audit log, and the group's log growth gets one checkpoint that
 /// the winner's receipt points into.
-#[test]
-fn spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner() {
-    let mut sim = Sim::new(13);
+fn spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner(backend: Backend) {
+    let mut sim = Sim::on(backend, 13);
     let alice = sim.open_account("alice", "1000");
     let shop = sim.open_account("shop", "0");
     let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
@@ -246,3 +244,8 @@ fn spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner() {
     assert_eq!(report.refused_double_spends, (RACERS - 1) as u64);
     sim.assert_conserved();
 }
+
+scrip_tests::on_each_backend!(
+    racing_spends_of_one_broker_scrip_have_exactly_one_winner,
+    spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner,
+);

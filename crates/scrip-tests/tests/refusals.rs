@@ -15,7 +15,7 @@ use scrip_proto::msg::{
     Purchase,
 };
 use scrip_proto::{encode, AccountNumber, Pin, Refusal, RequestId, Scrip, ScripKind, Secret32};
-use scrip_tests::{amount, without_table, Sim};
+use scrip_tests::{amount, without_table, Backend, Sim};
 
 /// A customer with 10 in BrokerScrip and 0.01 in VendorScrip at "tea" (items: green 0.002, pot 0.05).
 struct World {
@@ -26,8 +26,8 @@ struct World {
     alice: scrip_core::broker::OpenedAccount,
 }
 
-fn world() -> World {
-    let mut sim = Sim::new(7);
+fn world(backend: Backend) -> World {
+    let mut sim = Sim::on(backend, 7);
     let alice = sim.open_account("alice", "100");
     let shop = sim.open_account("shop", "0");
     let tea = sim.add_merchant("tea", &[("green", "0.002"), ("pot", "0.05")], &shop);
@@ -128,9 +128,8 @@ impl World {
     }
 }
 
-#[test]
-fn double_spend_at_the_merchant_is_refused() {
-    let mut w = world();
+fn double_spend_at_the_merchant_is_refused(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let first = w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002");
     assert!(matches!(
@@ -146,9 +145,8 @@ fn double_spend_at_the_merchant_is_refused() {
     );
 }
 
-#[test]
-fn double_spend_at_the_broker_is_refused() {
-    let mut w = world();
+fn double_spend_at_the_broker_is_refused(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Broker);
     let first = w.exchange_request(held.scrip.clone(), &held.secret, "1");
     assert!(matches!(
@@ -164,9 +162,8 @@ fn double_spend_at_the_broker_is_refused() {
     );
 }
 
-#[test]
-fn forged_stamp_is_refused_by_merchant_and_broker() {
-    let mut w = world();
+fn forged_stamp_is_refused_by_merchant_and_broker(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let forged = Scrip::mint(
         held.scrip.body.clone(),
@@ -184,9 +181,8 @@ fn forged_stamp_is_refused_by_merchant_and_broker() {
     w.broker_refuses(request, Refusal::ForgedStamp { scrip: forged.id() });
 }
 
-#[test]
-fn tampered_value_or_expiry_breaks_the_stamp() {
-    let mut w = world();
+fn tampered_value_or_expiry_breaks_the_stamp(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let mut richer = held.scrip.clone();
     richer.body.value = amount("1000");
@@ -220,9 +216,8 @@ fn tampered_value_or_expiry_breaks_the_stamp() {
     );
 }
 
-#[test]
-fn vendor_scrip_is_valid_only_at_its_merchant() {
-    let mut w = world();
+fn vendor_scrip_is_valid_only_at_its_merchant(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let request = w.buy_request(held.scrip.clone(), &held.secret, "daily", "0.01");
     let before = w.fingerprint();
@@ -238,9 +233,8 @@ fn vendor_scrip_is_valid_only_at_its_merchant() {
     assert_eq!(w.fingerprint(), before);
 }
 
-#[test]
-fn broker_scrip_is_not_spendable_at_a_merchant_nor_vendor_scrip_at_the_broker() {
-    let mut w = world();
+fn broker_scrip_is_not_spendable_at_a_merchant_nor_vendor_scrip_at_the_broker(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Broker);
     let request = w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002");
     w.merchant_refuses(
@@ -263,9 +257,8 @@ fn broker_scrip_is_not_spendable_at_a_merchant_nor_vendor_scrip_at_the_broker() 
     );
 }
 
-#[test]
-fn wrong_currency_is_refused() {
-    let mut w = world();
+fn wrong_currency_is_refused(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let mut dollars = held.scrip.clone();
     dollars.body.currency = "USD".parse().unwrap();
@@ -279,9 +272,8 @@ fn wrong_currency_is_refused() {
     );
 }
 
-#[test]
-fn expired_scrip_is_refused_and_kept() {
-    let mut w = world();
+fn expired_scrip_is_refused_and_kept(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     w.sim.advance(8 * 24 * 3600);
     let before = w.fingerprint();
@@ -302,9 +294,8 @@ fn expired_scrip_is_refused_and_kept() {
     );
 }
 
-#[test]
-fn value_below_price_is_refused_and_the_wallet_keeps_its_scrip() {
-    let mut w = world();
+fn value_below_price_is_refused_and_the_wallet_keeps_its_scrip(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let request = w.buy_request(held.scrip.clone(), &held.secret, "pot", "0.05");
     w.merchant_refuses(
@@ -319,9 +310,8 @@ fn value_below_price_is_refused_and_the_wallet_keeps_its_scrip() {
     assert!(error.to_string().contains("obtain more first"), "{error}");
 }
 
-#[test]
-fn stolen_scrip_without_its_customer_secret_is_refused() {
-    let mut w = world();
+fn stolen_scrip_without_its_customer_secret_is_refused(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let thief = CustomerSecret(Secret32::random(&mut w.sim.rng));
     let request = w.buy_request(held.scrip.clone(), &thief, "green", "0.002");
@@ -341,9 +331,8 @@ fn stolen_scrip_without_its_customer_secret_is_refused() {
     );
 }
 
-#[test]
-fn wrong_pin_unknown_account_and_overdraft_are_refused() {
-    let mut w = world();
+fn wrong_pin_unknown_account_and_overdraft_are_refused(backend: Backend) {
+    let mut w = world(backend);
     let wallet = w.wallet;
     let account = w.alice.number;
     let cases = [
@@ -414,9 +403,8 @@ fn wrong_pin_unknown_account_and_overdraft_are_refused() {
     );
 }
 
-#[test]
-fn another_wallet_cannot_use_an_account_bound_to_the_first() {
-    let mut w = world();
+fn another_wallet_cannot_use_an_account_bound_to_the_first(backend: Backend) {
+    let mut w = world(backend);
     let intruder = w.sim.add_wallet();
     let before = w.fingerprint();
     let error = w
@@ -433,9 +421,8 @@ fn another_wallet_cannot_use_an_account_bound_to_the_first() {
     assert_eq!(w.fingerprint(), before);
 }
 
-#[test]
-fn malformed_and_truncated_bytes_are_refused_without_panicking() {
-    let mut w = world();
+fn malformed_and_truncated_bytes_are_refused_without_panicking(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let good = encode(&w.buy_request(held.scrip.clone(), &held.secret, "green", "0.002"));
     let before = w.fingerprint();
@@ -463,9 +450,8 @@ fn malformed_and_truncated_bytes_are_refused_without_panicking() {
     assert_eq!(w.fingerprint(), before);
 }
 
-#[test]
-fn a_retried_request_moves_value_once_and_an_altered_replay_is_refused() {
-    let mut w = world();
+fn a_retried_request_moves_value_once_and_an_altered_replay_is_refused(backend: Backend) {
+    let mut w = world(backend);
     let wallet = w.wallet;
     let tea_id = w.sim.merchant_id(w.tea);
     let ww = &mut w.sim.wallets[wallet];
@@ -528,9 +514,8 @@ fn a_retried_request_moves_value_once_and_an_altered_replay_is_refused() {
     );
 }
 
-#[test]
-fn a_bad_signature_or_a_lifted_envelope_is_refused() {
-    let mut w = world();
+fn a_bad_signature_or_a_lifted_envelope_is_refused(backend: Backend) {
+    let mut w = world(backend);
     let wallet = w.wallet;
     let alice = (w.alice.number, w.alice.pin.clone());
     let ww = &mut w.sim.wallets[wallet];
@@ -564,9 +549,8 @@ fn a_bad_signature_or_a_lifted_envelope_is_refused() {
     );
 }
 
-#[test]
-fn unknown_item_wrong_price_and_unknown_merchant_are_refused() {
-    let mut w = world();
+fn unknown_item_wrong_price_and_unknown_merchant_are_refused(backend: Backend) {
+    let mut w = world(backend);
     let held = w.held(ScripKind::Vendor);
     let request = w.buy_request(held.scrip.clone(), &held.secret, "coffee", "0.002");
     w.merchant_refuses(
@@ -600,9 +584,8 @@ fn unknown_item_wrong_price_and_unknown_merchant_are_refused() {
     );
 }
 
-#[test]
-fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice() {
-    let mut w = world();
+fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice(backend: Backend) {
+    let mut w = world(backend);
     w.sim.buy_item(w.wallet, w.tea, "green").unwrap();
     let tea = w.tea;
     let m = &mut w.sim.merchants[tea];
@@ -692,9 +675,8 @@ fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice() {
 /// value: the same request id gets the stored answer (nothing a captor can
 /// use: the customer secret in it is sealed to the wallet), and a message
 /// sent to a party it was not made for is refused.
-#[test]
-fn captured_messages_replayed_later_or_elsewhere_move_nothing() {
-    let mut w = world();
+fn captured_messages_replayed_later_or_elsewhere_move_nothing(backend: Backend) {
+    let mut w = world(backend);
     let (wallet, tea, news) = (w.wallet, w.tea, w.news);
     let tea_id = w.sim.merchant_id(tea);
     let ww = &mut w.sim.wallets[wallet];
@@ -760,3 +742,24 @@ fn captured_messages_replayed_later_or_elsewhere_move_nothing() {
     // Every balance, spent set and queue, at broker, merchants and wallet.
     assert_eq!(w.fingerprint(), before, "the replays moved nothing");
 }
+
+scrip_tests::on_each_backend!(
+    double_spend_at_the_merchant_is_refused,
+    double_spend_at_the_broker_is_refused,
+    forged_stamp_is_refused_by_merchant_and_broker,
+    tampered_value_or_expiry_breaks_the_stamp,
+    vendor_scrip_is_valid_only_at_its_merchant,
+    broker_scrip_is_not_spendable_at_a_merchant_nor_vendor_scrip_at_the_broker,
+    wrong_currency_is_refused,
+    expired_scrip_is_refused_and_kept,
+    value_below_price_is_refused_and_the_wallet_keeps_its_scrip,
+    stolen_scrip_without_its_customer_secret_is_refused,
+    wrong_pin_unknown_account_and_overdraft_are_refused,
+    another_wallet_cannot_use_an_account_bound_to_the_first,
+    malformed_and_truncated_bytes_are_refused_without_panicking,
+    a_retried_request_moves_value_once_and_an_altered_replay_is_refused,
+    a_bad_signature_or_a_lifted_envelope_is_refused,
+    unknown_item_wrong_price_and_unknown_merchant_are_refused,
+    a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice,
+    captured_messages_replayed_later_or_elsewhere_move_nothing,
+);

@@ -19,6 +19,7 @@ use scrip_proto::{
     decode, encode, AccountNumber, Amount, MerchantId, Pin, PublicKey, Refusal, RequestId,
     ScripKind, Secret32, Timestamp,
 };
+use scrip_store::BrokerDb;
 use scrip_store_sqlite::SqliteBrokerStore;
 use scrip_tests::{amount, Sim};
 
@@ -51,7 +52,9 @@ fn pristine() -> &'static Pristine {
 fn build_pristine() -> Pristine {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broker.db");
-    let mut sim = Sim::with_broker_store(11, SqliteBrokerStore::open(&path).unwrap());
+    let mut sim = Sim::new(11);
+    // A file the test keeps after the run, to copy and tamper with.
+    sim.broker_store = BrokerDb::Sqlite(SqliteBrokerStore::open(&path).unwrap());
     let alice = sim.open_account("alice", "100");
     let bob = sim.open_account("bob", "50");
     let tea_account = sim.open_account("tea shop", "0");

@@ -5,10 +5,10 @@ use std::path::Path;
 use scrip_core::audit::{audit_with_progress, AuditReport};
 use scrip_core::store::{BrokerStore, BrokerTx};
 use scrip_proto::PublicKey;
-use scrip_store_sqlite::SqliteBrokerStore;
+use scrip_store::BrokerDatabase;
 use serde_json::json;
 
-use crate::dirs::BrokerDir;
+use crate::dirs::{self, BrokerDir, BrokerFile};
 use crate::output::{CliError, Failure, Report};
 
 /// Audits the broker database in `dir` against `key`, or the key in
@@ -30,14 +30,22 @@ pub fn run(dir: &Path, key: Option<PublicKey>) -> Result<(Report, Result<(), Cli
                 .map_err(|e| CliError::local(format!("{}: {e}", layout.public_key().display())))?
         }
     };
-    if !layout.database().exists() {
-        return Err(CliError::local(format!(
-            "{} does not exist: is {} a broker directory?",
-            layout.database().display(),
-            dir.display()
-        )));
+    // A copy of a directory may have only the database and the key.
+    let database = if layout.config().exists() {
+        layout.database(&dirs::read_toml::<BrokerFile>(&layout.config())?)
+    } else {
+        BrokerDatabase::Sqlite(layout.sqlite_database())
+    };
+    if let BrokerDatabase::Sqlite(path) = &database {
+        if !path.exists() {
+            return Err(CliError::local(format!(
+                "{} does not exist: is {} a broker directory?",
+                path.display(),
+                dir.display()
+            )));
+        }
     }
-    let mut store = SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
+    let mut store = database.open().map_err(CliError::local)?;
     let snapshot = store.begin().and_then(|mut tx| tx.snapshot());
     let report = match snapshot {
         Ok(snapshot) => {

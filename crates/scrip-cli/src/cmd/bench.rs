@@ -28,6 +28,8 @@ use scrip_proto::{
     AccountNumber, Amount, CustId, Pin, PublicKey, RequestId, Scrip, ScripBody, ScripId, ScripKind,
     Secret32, Timestamp,
 };
+use scrip_store::{BrokerDatabase, BrokerDb};
+use scrip_store_postgres::testing::TestSchema;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore, SqliteWalletStore};
 use serde_json::json;
 
@@ -212,6 +214,9 @@ pub struct Options {
     pub curves: bool,
     /// Draw the curves into this PNG file (implies `curves`).
     pub chart: Option<PathBuf>,
+    /// Also measure the broker on the PostgreSQL database of this URL, with
+    /// 1, 2 and 4 broker processes (in a schema of its own, dropped after).
+    pub postgres: Option<String>,
 }
 
 pub async fn run(options: Options) -> Result<Report, CliError> {
@@ -399,6 +404,11 @@ pub async fn run(options: Options) -> Result<Report, CliError> {
         target: ">= 100,000/s",
     });
 
+    if let Some(url) = &options.postgres {
+        eprintln!("the broker on PostgreSQL, 1, 2 and 4 processes ...");
+        figures.extend(scaling_figures(work.path(), url, &sizes).map_err(CliError::local)?);
+    }
+
     // The network: loopback libp2p, a broker, a merchant and customers.
     let network = network_figures(work.path(), &sizes)
         .await
@@ -468,7 +478,7 @@ pub async fn run(options: Options) -> Result<Report, CliError> {
 /// A broker with a registered merchant and a wallet holding BrokerScrip.
 struct BrokerRig {
     broker: Broker,
-    store: SqliteBrokerStore,
+    store: BrokerDb,
     merchant: Merchant,
     wallet: Wallet,
     wallet_store: SqliteWalletStore,
@@ -478,11 +488,11 @@ struct BrokerRig {
 }
 
 impl BrokerRig {
-    fn new(db: &Path) -> BrokerRig {
+    fn new(database: &BrokerDatabase) -> BrokerRig {
         let mut config = BrokerConfig::new("EUR".parse().expect("EUR"));
         config.pin_hashing = PinHashing::FAST_INSECURE;
         let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
-        let mut store = SqliteBrokerStore::open(db).expect("broker store");
+        let mut store = database.open().expect("broker store");
         let now = scrip_node::now();
         let opened = broker
             .open_account(&mut store, now, &mut OsRng, "bench")
@@ -628,7 +638,7 @@ impl BrokerRig {
 /// a group commit. Only the broker's work is timed: the wallet prepares every
 /// request, each spending its own BrokerScrip, beforehand.
 fn broker_exchange_rate(db: &Path, count: usize, group: usize) -> f64 {
-    let mut rig = BrokerRig::new(db);
+    let mut rig = BrokerRig::new(&BrokerDatabase::Sqlite(db.to_owned()));
     let requests = rig.exchange_requests(count);
     let groups: Vec<_> = requests.chunks(group).collect();
     per_second(groups.len(), |i| {
@@ -639,6 +649,83 @@ fn broker_exchange_rate(db: &Path, count: usize, group: usize) -> f64 {
             .iter()
             .all(|a| matches!(a.response, BrokerResponse::VendorScripIssued(_))));
     }) * group as f64
+}
+
+/// Obtain VendorScrip per second with `workers` brokers serving one
+/// database at once, as that many broker processes would: each with its
+/// own connection and its own group commits of [`GROUP`], `per_worker`
+/// requests each. Only the brokers' work is timed, from a common start to
+/// the last worker's end.
+fn broker_workers_rate(database: &BrokerDatabase, workers: usize, per_worker: usize) -> f64 {
+    let mut rig = BrokerRig::new(database);
+    let requests = rig.exchange_requests(workers * per_worker);
+    let start = std::sync::Barrier::new(workers);
+    let (broker, now) = (&rig.broker, rig.now);
+    let slowest = std::thread::scope(|scope| {
+        let running: Vec<_> = requests
+            .chunks(per_worker)
+            .map(|share| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut store = database.open().expect("a broker connection");
+                    start.wait();
+                    let began = std::time::Instant::now();
+                    for group in share.chunks(GROUP) {
+                        let answers = broker.answer_group(&mut store, now, &mut OsRng, group);
+                        assert!(answers
+                            .iter()
+                            .all(|a| matches!(a.response, BrokerResponse::VendorScripIssued(_))));
+                    }
+                    began.elapsed()
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|worker| worker.join().expect("a broker worker"))
+            .max()
+            .unwrap_or_default()
+    });
+    requests.len() as f64 / slowest.as_secs_f64()
+}
+
+/// The broker on SQLite and on PostgreSQL (the database of `url`, in a
+/// schema of its own, dropped afterwards) with 1, 2 and 4 brokers at once.
+fn scaling_figures(work: &Path, url: &str, sizes: &Sizes) -> Result<Vec<Figure>, String> {
+    let mut figures = Vec::new();
+    for workers in [1, 2, 4] {
+        let per_worker = sizes.exchanges_grouped / workers;
+        let sqlite = median(|| {
+            let db = work.join(format!("scaling-{}.db", rand::random::<u64>()));
+            broker_workers_rate(&BrokerDatabase::Sqlite(db), workers, per_worker)
+        });
+        let mut failed = None;
+        let postgres = median(|| match TestSchema::new(url) {
+            Ok(schema) => {
+                broker_workers_rate(&BrokerDatabase::Postgres(schema.url()), workers, per_worker)
+            }
+            Err(error) => {
+                failed = Some(error.to_string());
+                f64::NAN
+            }
+        });
+        if let Some(error) = failed {
+            return Err(format!("cannot use the PostgreSQL database: {error}"));
+        }
+        figures.push(Figure {
+            name: match workers {
+                1 => "broker Obtain VendorScrip on PostgreSQL, 1 broker process, group commit",
+                2 => "broker Obtain VendorScrip on PostgreSQL, 2 broker processes, group commit",
+                _ => "broker Obtain VendorScrip on PostgreSQL, 4 broker processes, group commit",
+            },
+            value: postgres,
+            unit: "exchanges/s",
+            baseline_name: "the same on SQLite, as many processes on one file",
+            baseline: sqlite,
+            target: "(reported)",
+        });
+    }
+    Ok(figures)
 }
 
 #[derive(borsh::BorshSerialize)]
@@ -678,7 +765,7 @@ fn signature_rates(count: usize) -> (f64, f64) {
 /// purchases at a merchant, reported and verified (batch signature, each
 /// record's stamp and proof) and credited, as in production.
 fn payment_record_rate(db: &Path, count: usize) -> f64 {
-    let mut rig = BrokerRig::new(db);
+    let mut rig = BrokerRig::new(&BrokerDatabase::Sqlite(db.to_owned()));
     let mut merchant_store = SqliteMerchantStore::open_in_memory().expect("store");
     for _ in 0..count {
         rig.exchange();
@@ -777,7 +864,7 @@ impl Loopback {
         };
         let broker = BrokerNode::start(
             Broker::new(BrokerKeys::from_seed(&broker_seed), config()),
-            &dir.join("net-broker.db"),
+            &BrokerDatabase::Sqlite(dir.join("net-broker.db")),
             loopback(),
             NetOptions::default(),
         )

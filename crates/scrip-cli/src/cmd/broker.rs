@@ -4,27 +4,44 @@ use std::path::Path;
 
 use libp2p::Multiaddr;
 use scrip_core::ledger::LedgerAccount;
+use scrip_core::store::{BrokerStore, BrokerTx};
 use scrip_core::{Broker, BrokerConfig, BrokerKeys};
 use scrip_node::broker::BrokerNode;
 use scrip_proto::{AccountNumber, Amount, Currency};
-use scrip_store_sqlite::SqliteBrokerStore;
+use scrip_store::{BrokerDatabase, BrokerDb};
 use serde_json::json;
 
 use crate::dirs::{self, BrokerDir, BrokerFile};
 use crate::output::{CliError, Report};
 
-pub fn init(dir: &Path, currency: &str) -> Result<Report, CliError> {
+pub fn init(dir: &Path, currency: &str, database: Option<&str>) -> Result<Report, CliError> {
     let currency: Currency = currency.parse().map_err(CliError::local)?;
     let layout = BrokerDir(dir.to_owned());
+    let file = BrokerFile {
+        currency: currency.to_string(),
+        database: database.map(str::to_owned),
+    };
+    let database = layout.database(&file);
+    if let Some(text) = &file.database {
+        if !matches!(BrokerDatabase::parse(text), BrokerDatabase::Postgres(_)) {
+            return Err(CliError::local(format!(
+                "--database takes a PostgreSQL URL, not {database}"
+            ))
+            .with_hint("write postgres://user@host:port/db, or leave --database out to keep the broker's state in DIR/broker.db"));
+        }
+    }
+    // A PostgreSQL database that cannot be reached, or already holds a
+    // broker, is refused before anything is written: no half-made directory.
+    let postgres = matches!(database, BrokerDatabase::Postgres(_));
+    if postgres {
+        create_store(&database)?;
+    }
     dirs::create(dir, &layout.seed(), "broker")?;
     let seed = dirs::write_seed(&layout.seed())?;
-    dirs::write_toml(
-        &layout.config(),
-        &BrokerFile {
-            currency: currency.to_string(),
-        },
-    )?;
-    SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
+    dirs::write_toml(&layout.config(), &file)?;
+    if !postgres {
+        create_store(&database)?;
+    }
     let public_key = BrokerKeys::from_seed(&seed).public_key();
     std::fs::write(layout.public_key(), format!("{public_key}\n")).map_err(|e| {
         CliError::local(format!(
@@ -42,8 +59,27 @@ pub fn init(dir: &Path, currency: &str) -> Result<Report, CliError> {
     ))
 }
 
-/// The broker of a directory, with its store.
-pub fn load(dir: &Path) -> Result<(Broker, SqliteBrokerStore, BrokerDir), CliError> {
+/// Creates (or migrates) the store of a new broker: refuses one that
+/// already holds a broker's log.
+fn create_store(database: &BrokerDatabase) -> Result<(), CliError> {
+    let mut store = database.open().map_err(|e| {
+        CliError::local(e).with_hint("is the database running, and does the URL name it?")
+    })?;
+    let used = store
+        .begin()
+        .and_then(|mut tx| tx.log_size())
+        .map_err(CliError::local)?;
+    if used > 0 {
+        return Err(CliError::local(format!(
+            "{database} already holds a broker's state"
+        ))
+        .with_hint("to run another process of that broker, copy its directory (broker.toml and broker.seed) instead of running init; for a new broker, use an empty database"));
+    }
+    Ok(())
+}
+
+/// The broker of a directory, with its store and where that store is.
+pub fn load(dir: &Path) -> Result<(Broker, BrokerDb, BrokerDatabase), CliError> {
     let layout = BrokerDir(dir.to_owned());
     let file: BrokerFile = dirs::read_toml(&layout.config())?;
     let currency: Currency = file.currency.parse().map_err(CliError::local)?;
@@ -51,8 +87,9 @@ pub fn load(dir: &Path) -> Result<(Broker, SqliteBrokerStore, BrokerDir), CliErr
         BrokerKeys::from_seed(&dirs::read_seed(&layout.seed())?),
         BrokerConfig::new(currency),
     );
-    let store = SqliteBrokerStore::open(&layout.database()).map_err(CliError::local)?;
-    Ok((broker, store, layout))
+    let database = layout.database(&file);
+    let store = database.open().map_err(CliError::local)?;
+    Ok((broker, store, database))
 }
 
 pub async fn run(
@@ -61,9 +98,9 @@ pub async fn run(
     net: scrip_node::NetOptions,
     json: bool,
 ) -> Result<(), CliError> {
-    let (broker, store, layout) = load(dir)?;
+    let (broker, store, database) = load(dir)?;
     drop(store);
-    let node = BrokerNode::start(broker, &layout.database(), vec![listen], net)
+    let node = BrokerNode::start(broker, &database, vec![listen], net)
         .await
         .map_err(|e| match e {
             scrip_node::NetError::Listen(_) => CliError::local(e).with_hint(
@@ -252,7 +289,7 @@ mod tests {
     fn unlock_lifts_a_lock_made_by_wrong_pins_and_logs_it() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("broker");
-        init(&dir, "EUR").unwrap();
+        init(&dir, "EUR", None).unwrap();
         // The directory's broker, with cheap PIN hashing for the test's account.
         let layout = BrokerDir(dir.clone());
         let mut config = BrokerConfig::new("EUR".parse().unwrap());
@@ -261,7 +298,8 @@ mod tests {
             BrokerKeys::from_seed(&dirs::read_seed(&layout.seed()).unwrap()),
             config,
         );
-        let mut store = SqliteBrokerStore::open(&layout.database()).unwrap();
+        let mut store =
+            scrip_store_sqlite::SqliteBrokerStore::open(&layout.sqlite_database()).unwrap();
         let rng = &mut rand::rngs::OsRng;
         let now = scrip_node::now();
         let opened = broker.open_account(&mut store, now, rng, "carol").unwrap();

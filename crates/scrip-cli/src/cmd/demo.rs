@@ -13,6 +13,7 @@ use scrip_node::merchant::{MerchantNode, MerchantSetup};
 use scrip_proto::crypto::{CustomerSecret, Proved, StampingSecret};
 use scrip_proto::msg::{Buy, MerchantRequest, MerchantResponse, Purchase};
 use scrip_proto::{Amount, Currency, Refusal, RequestId, Scrip, ScripKind, Secret32};
+use scrip_store::BrokerDatabase;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteWalletStore};
 
 use crate::output::CliError;
@@ -51,7 +52,7 @@ pub async fn run() -> Result<(), CliError> {
     let broker_seed = random();
     let broker = BrokerNode::start(
         Broker::new(BrokerKeys::from_seed(&broker_seed), BrokerConfig::new(euro)),
-        &path("broker.db"),
+        &BrokerDatabase::Sqlite(path("broker.db")),
         loopback(),
         scrip_node::NetOptions::default(),
     )

@@ -370,10 +370,17 @@ pub struct Network {
 impl Network {
     /// `broker init` and `broker run` in a fresh temporary directory.
     pub fn start() -> Network {
+        Network::start_with(&[])
+    }
+
+    /// The same, with `broker init DIR INIT_ARGS…` (e.g. `--database URL`).
+    pub fn start_with(init_args: &[&str]) -> Network {
         let root = tempfile::tempdir().expect("a temporary directory");
         let broker_dir = root.path().join("broker");
-        let init = Scrip::new(["broker".as_ref(), "init".as_ref(), broker_dir.as_os_str()])
-            .ok("broker-initialised");
+        let mut init: Vec<OsString> =
+            vec!["broker".into(), "init".into(), broker_dir.clone().into()];
+        init.extend(init_args.iter().map(OsString::from));
+        let init = Scrip::new(init).ok("broker-initialised");
         assert_eq!(init["currency"], "EUR");
         let broker = Daemon::start(
             &["broker", "run", path_str(&broker_dir)],
@@ -444,6 +451,40 @@ impl Network {
         let account = self.open_account(name);
         assert_eq!(self.deposit(&account, amount), micros(amount));
         account
+    }
+
+    /// Another `broker run` process of the same directory, on a new port:
+    /// the same broker, serving the same database.
+    pub fn another_broker_process(&self, name: &str) -> Daemon {
+        let process = Daemon::start(
+            &["broker", "run", path_str(&self.broker_dir)],
+            None,
+            "broker-listening",
+            &self.path(&format!("{name}.log")),
+        );
+        let peer_id = |address: &str| address.split("/p2p/").nth(1).map(str::to_owned);
+        assert_eq!(
+            peer_id(&process.address()),
+            peer_id(&self.broker.address()),
+            "one broker identity"
+        );
+        process
+    }
+
+    /// `peer init` of a new peer directory named `name` whose broker is the
+    /// process at `address`.
+    pub fn peer_of(&self, name: &str, address: &str) -> PathBuf {
+        let dir = self.path(name);
+        let data = Scrip::new([
+            "peer".as_ref(),
+            "init".as_ref(),
+            dir.as_os_str(),
+            "--broker".as_ref(),
+            address.as_ref(),
+        ])
+        .ok("peer-initialised");
+        assert_eq!(data["broker"], address);
+        dir
     }
 
     /// Stops the broker with SIGTERM, checks it exits 0, and starts it
@@ -545,18 +586,7 @@ impl Network {
 
     /// `peer init` of a new peer directory named `name`.
     pub fn peer(&self, name: &str) -> PathBuf {
-        let dir = self.path(name);
-        let address = self.broker.address();
-        let data = Scrip::new([
-            "peer".as_ref(),
-            "init".as_ref(),
-            dir.as_os_str(),
-            "--broker".as_ref(),
-            address.as_ref(),
-        ])
-        .ok("peer-initialised");
-        assert_eq!(data["broker"], address.as_str());
-        dir
+        self.peer_of(name, &self.broker.address())
     }
 
     /// A new peer directory selling `items` as merchant `name`, credited to
