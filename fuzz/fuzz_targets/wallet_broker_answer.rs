@@ -3,7 +3,8 @@
 //! `Wallet::handle_broker_response`), tried on each of its pending broker
 //! requests: Obtain BrokerScrip, Obtain VendorScrip, renewal and intent.
 //! No panic, and the rules of `scrip_fuzz::check_wallet_answer`: exchanges
-//! and intents keep the value held.
+//! and intents keep the value held, and an order of BrokerScrip adds exactly
+//! the amount ordered.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -33,8 +34,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         .filter(|p| p.destination == Destination::Broker)
     {
         let gain = match decode(&pending.request).expect("a broker request") {
-            // The amount is sealed to the broker: the wallet cannot check what it is given.
-            BrokerRequest::ObtainBrokerScrip(_) => None,
+            // The amount is sealed to the broker; the wallet keeps its own
+            // copy of the order and takes BrokerScrip of that value only.
+            BrokerRequest::ObtainBrokerScrip(_) => Some(i128::from(
+                pending
+                    .ordered
+                    .expect("the world's wallet keeps the amount it ordered")
+                    .minor(),
+            )),
             _ => Some(0),
         };
         check_wallet_answer(&mut store, pending, gain, |store| {

@@ -13,7 +13,9 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use scrip_proto::crypto::CustomerSecret;
 use scrip_proto::msg::{Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord};
-use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, Scrip, ScripId, Timestamp};
+use scrip_proto::{
+    AccountNumber, Amount, MerchantId, PublicKey, RequestId, Scrip, ScripId, Timestamp,
+};
 
 use crate::event::BrokerEvent;
 use crate::ledger::{LedgerAccount, Transfer};
@@ -363,6 +365,12 @@ pub struct PendingRequest {
     pub request: Vec<u8>,
     /// The scrip this request spends, if any.
     pub spends: Option<ScripId>,
+    /// For an Obtain BrokerScrip request, the amount ordered; `None` for every
+    /// other request. The order travels sealed to the broker, so the request
+    /// bytes do not show it to the wallet: this is the wallet's own copy, to
+    /// refuse BrokerScrip of any other value. A request stored by an older
+    /// build has `None` here too.
+    pub ordered: Option<Amount>,
 }
 
 /// A receipt the wallet keeps as evidence.

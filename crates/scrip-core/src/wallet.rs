@@ -140,12 +140,16 @@ impl Wallet {
             order,
         };
         let request = BrokerRequest::ObtainBrokerScrip(Signed::sign(body, &self.keys.account));
+        // The amount is inside the sealed order: keep a copy to check the answer.
         self.remember(
             store,
-            request_id,
-            Destination::Broker,
-            encode(&request),
-            None,
+            PendingRequest {
+                request_id,
+                destination: Destination::Broker,
+                request: encode(&request),
+                spends: None,
+                ordered: Some(amount),
+            },
         )
     }
 
@@ -255,6 +259,7 @@ impl Wallet {
             destination: Destination::Broker,
             request: intent,
             spends: None,
+            ordered: None,
         };
         tx.put_pending(&intent)?;
         let buy = lock(
@@ -289,6 +294,23 @@ impl Wallet {
             match response {
                 BrokerResponse::Refused(refusal) => Err(WalletError::Refused(refusal.clone())),
                 BrokerResponse::BrokerScripIssued(r) if r.request_id == request_id => {
+                    let BrokerRequest::ObtainBrokerScrip(_) = decode(&pending.request)
+                        .map_err(|e| WalletError::BadResponse(e.to_string()))?
+                    else {
+                        return Err(WalletError::BadResponse(
+                            "BrokerScrip answers a request that did not ask for it".into(),
+                        ));
+                    };
+                    // A request stored by an older build kept no copy of its
+                    // order (`ordered` is `None`): its answer is taken as before.
+                    if let Some(ordered) = pending.ordered {
+                        let issued = r.issued.scrip.value();
+                        if issued != ordered {
+                            return Err(WalletError::BadResponse(format!(
+                                "asked for {ordered} of BrokerScrip, got {issued}"
+                            )));
+                        }
+                    }
                     let scrip =
                         self.take_issued(tx, &r.issued, ScripKind::Broker, self.broker.broker)?;
                     Ok(BrokerOutcome::Scrip(vec![scrip]))
@@ -572,18 +594,9 @@ impl Wallet {
     fn remember(
         &self,
         store: &mut impl WalletStore,
-        request_id: RequestId,
-        destination: Destination,
-        request: Vec<u8>,
-        spends: Option<ScripId>,
+        pending: PendingRequest,
     ) -> Result<PendingRequest, WalletError> {
         let mut tx = store.begin()?;
-        let pending = PendingRequest {
-            request_id,
-            destination,
-            request,
-            spends,
-        };
         tx.put_pending(&pending)?;
         tx.commit()?;
         Ok(pending)
@@ -629,6 +642,7 @@ fn lock(
         destination,
         request,
         spends: Some(source.scrip.id()),
+        ordered: None,
     };
     tx.put_pending(&pending)?;
     Ok(pending)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use scrip_core::store::{Spend, StoreError, StoredResponse};
-use scrip_proto::{AccountNumber, PublicKey, RequestId, Timestamp};
+use scrip_proto::{AccountNumber, Amount, PublicKey, RequestId, Timestamp};
 
 /// How long a connection waits for another writer (a thread or a process on
 /// the same file) before giving up with "database is locked".
@@ -259,6 +259,13 @@ pub(crate) fn account_from_sql(value: i64) -> Result<AccountNumber, StoreError> 
     u64::try_from(value)
         .map(AccountNumber)
         .map_err(|_| corrupt("account number"))
+}
+
+pub(crate) fn amount_from_sql(value: i64) -> Result<Amount, StoreError> {
+    u64::try_from(value)
+        .ok()
+        .and_then(Amount::from_minor)
+        .ok_or_else(|| corrupt("amount"))
 }
 
 pub(crate) fn public_key_from_sql(bytes: &[u8]) -> Result<PublicKey, StoreError> {
@@ -614,11 +621,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wallet.db");
         drop(SqliteWalletStore::open(&path).unwrap());
-        execute(&path, "PRAGMA user_version = 2");
+        let newer = crate::wallet::SCHEMA.version() + 1;
+        execute(&path, &format!("PRAGMA user_version = {newer}"));
         let error = SqliteWalletStore::open(&path)
             .err()
-            .expect("version 2 is unknown");
-        assert!(error.0.contains("schema version 2"), "{error}");
+            .expect("a newer version is unknown");
+        assert!(
+            error.0.contains(&format!("schema version {newer}")),
+            "{error}"
+        );
     }
 
     #[test]

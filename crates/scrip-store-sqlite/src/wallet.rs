@@ -1,18 +1,19 @@
 //! A wallet's store in SQLite: the scrip it holds, requests in flight and receipts kept as evidence.
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use rusqlite::{params, OptionalExtension};
 use scrip_core::store::{
-    PendingRequest, StoreError, WalletReceipt, WalletScrip, WalletStore, WalletTx,
+    Destination, PendingRequest, StoreError, WalletReceipt, WalletScrip, WalletStore, WalletTx,
 };
-use scrip_proto::{RequestId, ScripId};
+use scrip_proto::{Amount, RequestId, ScripId};
 
-use crate::db::{self, failed, Schema};
+use crate::db::{self, amount_from_sql, failed, Schema};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "wallet",
     // "scrW"
     application_id: 0x7363_7257,
-    migrations: &[MIGRATION_1],
+    migrations: &[MIGRATION_1, MIGRATION_2],
 };
 
 // Rows hold the canonical bytes of the core's types; the keys are copies of
@@ -33,6 +34,51 @@ CREATE TABLE receipts (
     blob BLOB NOT NULL
 ) STRICT;
 ";
+
+// The amount an Obtain BrokerScrip request ordered, in minor units
+// (`PendingRequest::ordered`); NULL for other requests and for requests
+// stored before this column existed. A column, not a field of the blob, so
+// the blobs already on disk keep their meaning.
+const MIGRATION_2: &str = "ALTER TABLE pending ADD COLUMN ordered INTEGER;";
+
+/// A pending request's blob: [`PendingRequest`] as it was first stored, with
+/// the same fields in the same order, so blobs written by every build decode.
+/// Fields added to `PendingRequest` since are columns of their own.
+#[derive(BorshSerialize, BorshDeserialize)]
+struct StoredPending {
+    request_id: RequestId,
+    destination: Destination,
+    request: Vec<u8>,
+    spends: Option<ScripId>,
+}
+
+impl StoredPending {
+    fn of(pending: &PendingRequest) -> StoredPending {
+        StoredPending {
+            request_id: pending.request_id,
+            destination: pending.destination,
+            request: pending.request.clone(),
+            spends: pending.spends,
+        }
+    }
+
+    fn with(self, ordered: Option<Amount>) -> PendingRequest {
+        PendingRequest {
+            request_id: self.request_id,
+            destination: self.destination,
+            request: self.request,
+            spends: self.spends,
+            ordered,
+        }
+    }
+}
+
+/// A `pending` row, `(blob, ordered)`, as the request it stores.
+fn pending_from_row((blob, ordered): (Vec<u8>, Option<i64>)) -> Result<PendingRequest, StoreError> {
+    let stored: StoredPending = db::decode(&blob, "pending request")?;
+    let ordered = ordered.map(amount_from_sql).transpose()?;
+    Ok(stored.with(ordered))
+}
 
 crate::db::sqlite_store!(
     /// A wallet's [`WalletStore`] in one SQLite file.
@@ -88,13 +134,14 @@ impl WalletTx for SqliteWalletTx<'_> {
     fn put_pending(&mut self, pending: &PendingRequest) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                "INSERT INTO pending (request_id, blob) VALUES (?1, ?2)
-                 ON CONFLICT (request_id) DO UPDATE SET blob = excluded.blob",
+                "INSERT INTO pending (request_id, blob, ordered) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (request_id) DO UPDATE SET blob = excluded.blob, ordered = excluded.ordered",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
                     pending.request_id.as_bytes(),
-                    scrip_proto::encode(pending)
+                    scrip_proto::encode(&StoredPending::of(pending)),
+                    pending.ordered.map(Amount::as_i64),
                 ])
             })
             .map(drop)
@@ -102,28 +149,29 @@ impl WalletTx for SqliteWalletTx<'_> {
     }
 
     fn take_pending(&mut self, request: &RequestId) -> Result<Option<PendingRequest>, StoreError> {
-        let blob: Option<Vec<u8>> = self
+        let row: Option<(Vec<u8>, Option<i64>)> = self
             .tx
-            .prepare_cached("DELETE FROM pending WHERE request_id = ?1 RETURNING blob")
+            .prepare_cached("DELETE FROM pending WHERE request_id = ?1 RETURNING blob, ordered")
             .and_then(|mut statement| {
                 statement
-                    .query_row([request.as_bytes()], |row| row.get(0))
+                    .query_row([request.as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
             })
             .map_err(failed("cannot take pending request"))?;
-        blob.map(|blob| db::decode(&blob, "pending request"))
-            .transpose()
+        row.map(pending_from_row).transpose()
     }
 
     fn all_pending(&mut self) -> Result<Vec<PendingRequest>, StoreError> {
-        let blobs = self.blobs(
-            "SELECT blob FROM pending ORDER BY request_id",
-            "cannot list pending requests",
-        )?;
-        blobs
-            .iter()
-            .map(|blob| db::decode(blob, "pending request"))
-            .collect()
+        let rows: Vec<(Vec<u8>, Option<i64>)> = self
+            .tx
+            .prepare_cached("SELECT blob, ordered FROM pending ORDER BY request_id")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(failed("cannot list pending requests"))?;
+        rows.into_iter().map(pending_from_row).collect()
     }
 
     fn add_receipt(&mut self, receipt: &WalletReceipt) -> Result<(), StoreError> {
@@ -172,7 +220,31 @@ mod tests {
             destination: Destination::Merchant(merchant_id(1)),
             request: vec![7; 64],
             spends: spends.map(scrip_id),
+            ordered: None,
         }
+    }
+
+    /// An Obtain BrokerScrip request to the broker, with its order if `ordered`.
+    fn obtain(request: u64, ordered: Option<u64>) -> PendingRequest {
+        PendingRequest {
+            request_id: request_id(request),
+            destination: Destination::Broker,
+            request: vec![8; 96],
+            spends: None,
+            ordered: ordered.map(amount),
+        }
+    }
+
+    /// The blob a build before `ordered` wrote: the borsh encoding of its
+    /// `PendingRequest`, whose fields were these four, in this order. Built
+    /// field by field, not with `StoredPending`, so the test holds that type
+    /// to the old format.
+    fn old_blob(pending: &PendingRequest) -> Vec<u8> {
+        let mut blob = scrip_proto::encode(&pending.request_id);
+        blob.extend(scrip_proto::encode(&pending.destination));
+        blob.extend(scrip_proto::encode(&pending.request));
+        blob.extend(scrip_proto::encode(&pending.spends));
+        blob
     }
 
     fn receipt(n: u64) -> WalletReceipt {
@@ -198,7 +270,7 @@ mod tests {
             tx.commit().unwrap();
             assert_owner_only(&path);
         }
-        assert_eq!(pragma(&path, "user_version"), 1);
+        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
         assert_eq!(
             pragma(&path, "application_id"),
             i64::from(SCHEMA.application_id)
@@ -273,7 +345,7 @@ mod tests {
             .conn
             .execute_batch(
                 "INSERT INTO scrip VALUES (x'01', x'00');
-                 INSERT INTO pending VALUES (zeroblob(16), x'ff');
+                 INSERT INTO pending (request_id, blob) VALUES (zeroblob(16), x'ff');
                  INSERT INTO receipts (blob) VALUES (x'');",
             )
             .unwrap();
@@ -287,5 +359,139 @@ mod tests {
         for error in errors {
             assert!(error.0.contains("corrupt"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_negative_ordered_amount_is_an_error_not_a_panic() {
+        let mut store = SqliteWalletStore::open_in_memory().unwrap();
+        let good = obtain(1, Some(5));
+        store
+            .conn
+            .execute(
+                "INSERT INTO pending (request_id, blob, ordered) VALUES (?1, ?2, -1)",
+                params![good.request_id.as_bytes(), old_blob(&good)],
+            )
+            .unwrap();
+        let mut tx = store.begin().unwrap();
+        let errors = [
+            tx.all_pending().unwrap_err(),
+            tx.take_pending(&good.request_id).unwrap_err(),
+        ];
+        for error in errors {
+            assert!(error.0.contains("corrupt amount"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_ordered_amount_round_trips_beside_the_old_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.db");
+        let ordered = obtain(1, Some(5_000_000));
+        let other = pending(2, Some(3));
+        {
+            let mut store = SqliteWalletStore::open(&path).unwrap();
+            let mut tx = store.begin().unwrap();
+            tx.put_pending(&ordered).unwrap();
+            tx.put_pending(&other).unwrap();
+            tx.commit().unwrap();
+        }
+        // On disk: the blob is still the old format, the amount in its column.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> = conn
+            .prepare("SELECT request_id, blob, ordered FROM pending ORDER BY request_id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        drop(conn);
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    ordered.request_id.as_bytes().to_vec(),
+                    old_blob(&ordered),
+                    Some(5_000_000)
+                ),
+                (other.request_id.as_bytes().to_vec(), old_blob(&other), None),
+            ]
+        );
+
+        let mut store = SqliteWalletStore::open(&path).unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.all_pending().unwrap(),
+            vec![ordered.clone(), other.clone()]
+        );
+        // Replacing a request replaces its amount too, to none as well.
+        tx.put_pending(&obtain(1, Some(7))).unwrap();
+        assert_eq!(
+            tx.take_pending(&request_id(1)).unwrap(),
+            Some(obtain(1, Some(7)))
+        );
+        tx.put_pending(&obtain(1, Some(7))).unwrap();
+        tx.put_pending(&obtain(1, None)).unwrap();
+        assert_eq!(
+            tx.take_pending(&request_id(1)).unwrap(),
+            Some(obtain(1, None))
+        );
+        assert_eq!(tx.take_pending(&request_id(2)).unwrap(), Some(other));
+    }
+
+    #[test]
+    fn a_wallet_of_the_first_schema_keeps_its_pending_requests_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.db");
+        // A wallet.db as a build with migration 1 only left it: its tables,
+        // version 1, and pending requests as old blobs, written with raw SQL.
+        let old_obtain = obtain(1, None);
+        let old_exchange = pending(2, Some(4));
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATION_1).unwrap();
+            conn.pragma_update(None, "application_id", SCHEMA.application_id)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for old in [&old_obtain, &old_exchange] {
+                conn.execute(
+                    "INSERT INTO pending (request_id, blob) VALUES (?1, ?2)",
+                    params![old.request_id.as_bytes(), old_blob(old)],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO scrip (id, blob) VALUES (?1, ?2)",
+                params![
+                    scrip_id(4).to_key(),
+                    scrip_proto::encode(&wallet_scrip(4, ScripState::Pending(request_id(2))))
+                ],
+            )
+            .unwrap();
+        }
+        assert_eq!(pragma(&path, "user_version"), 1);
+
+        let mut store = SqliteWalletStore::open(&path).unwrap();
+        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.all_pending().unwrap(),
+            vec![old_obtain.clone(), old_exchange.clone()]
+        );
+        assert_eq!(
+            tx.all_scrip().unwrap(),
+            vec![wallet_scrip(4, ScripState::Pending(request_id(2)))]
+        );
+        assert_eq!(tx.take_pending(&request_id(1)).unwrap(), Some(old_obtain));
+        // New requests in the upgraded file keep their order.
+        tx.put_pending(&obtain(3, Some(9))).unwrap();
+        tx.commit().unwrap();
+        drop(store);
+
+        let mut store = SqliteWalletStore::open(&path).unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.all_pending().unwrap(),
+            vec![old_exchange, obtain(3, Some(9))]
+        );
     }
 }

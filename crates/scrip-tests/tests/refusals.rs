@@ -7,8 +7,8 @@
 //! locks the account): that test checks the count on its own and the rest
 //! byte for byte.
 
-use scrip_core::store::{BrokerStore, BrokerTx, ScripState, WalletScrip};
-use scrip_core::WalletError;
+use scrip_core::store::{BrokerStore, BrokerTx, ScripState, WalletScrip, WalletStore, WalletTx};
+use scrip_core::{BrokerKeys, WalletError};
 use scrip_proto::crypto::{CustomerSecret, Proved, Signed, StampingSecret};
 use scrip_proto::msg::{
     BrokerRequest, BrokerResponse, Buy, MerchantRequest, MerchantResponse, ObtainVendorScrip,
@@ -741,6 +741,172 @@ fn captured_messages_replayed_later_or_elsewhere_move_nothing(backend: Backend) 
     ));
     // Every balance, spent set and queue, at broker, merchants and wallet.
     assert_eq!(w.fingerprint(), before, "the replays moved nothing");
+}
+
+// ---- The wallet refusing a faulty broker's answer ---------------------------
+//
+// Checks made by the wallet alone: they run once, on the SQLite broker.
+
+/// The broker's genuine answer to `request` and, for each value in `values`,
+/// the same answer with its BrokerScrip re-minted at that value with the
+/// broker's own stamping secret: scrip the broker could issue, opening with
+/// the same customer secret, only of another value than was ordered.
+fn genuine_and_revalued(
+    sim: &mut Sim,
+    request: &[u8],
+    values: &[&str],
+) -> (BrokerResponse, Vec<BrokerResponse>) {
+    let genuine = sim.broker_bytes(request);
+    let BrokerResponse::BrokerScripIssued(issued) = &genuine else {
+        panic!("BrokerScrip not issued: {genuine:?}")
+    };
+    let keys = BrokerKeys::from_seed(&sim.broker_seed);
+    let revalued = values
+        .iter()
+        .map(|value| {
+            let mut forged = issued.clone();
+            let mut body = forged.issued.scrip.body.clone();
+            body.value = amount(value);
+            forged.issued.scrip = Scrip::mint(body.clone(), &keys.stamping_secret(body.id.series));
+            assert!(forged
+                .issued
+                .scrip
+                .stamp_matches(&keys.stamping_secret(body.id.series)));
+            BrokerResponse::BrokerScripIssued(forged)
+        })
+        .collect();
+    (genuine, revalued)
+}
+
+#[test]
+fn broker_scrip_of_another_value_than_ordered_is_refused_by_the_wallet() {
+    let mut w = world(Backend::SqliteMemory);
+    let alice = w.alice.number;
+    let pin = w.alice.pin.clone();
+    let pending = {
+        let ww = &mut w.sim.wallets[w.wallet];
+        ww.wallet
+            .obtain_broker_scrip(&mut ww.store, &mut w.sim.rng, alice, pin, amount("5"))
+            .unwrap()
+    };
+    assert_eq!(pending.ordered, Some(amount("5")));
+    let (genuine, forged) = genuine_and_revalued(
+        &mut w.sim,
+        &pending.request,
+        &["5000", "4.999999", "0.000001"],
+    );
+
+    let ww = &mut w.sim.wallets[w.wallet];
+    let store_before = ww.store.fingerprint().unwrap();
+    let balances_before = ww.wallet.balances(&mut ww.store).unwrap();
+    let scrip_before = ww.wallet.scrip(&mut ww.store).unwrap();
+    for answer in &forged {
+        let BrokerResponse::BrokerScripIssued(r) = answer else {
+            unreachable!()
+        };
+        let error = ww
+            .wallet
+            .handle_broker_response(&mut ww.store, pending.request_id, answer)
+            .unwrap_err();
+        let expected = format!(
+            "asked for {} of BrokerScrip, got {}",
+            amount("5"),
+            r.issued.scrip.value()
+        );
+        assert!(
+            matches!(&error, WalletError::BadResponse(why) if *why == expected),
+            "{error}"
+        );
+        assert_eq!(ww.store.fingerprint().unwrap(), store_before);
+        assert_eq!(ww.wallet.balances(&mut ww.store).unwrap(), balances_before);
+        assert_eq!(ww.wallet.scrip(&mut ww.store).unwrap(), scrip_before);
+        assert!(
+            ww.wallet.pending(&mut ww.store).unwrap().contains(&pending),
+            "the request stays pending"
+        );
+    }
+
+    // The genuine answer, when it comes, is taken.
+    ww.wallet
+        .handle_broker_response(&mut ww.store, pending.request_id, &genuine)
+        .unwrap();
+    let balances = ww.wallet.balances(&mut ww.store).unwrap();
+    assert_eq!(
+        balances.broker_scrip,
+        balances_before
+            .broker_scrip
+            .checked_add(amount("5"))
+            .unwrap()
+    );
+    assert!(ww.wallet.pending(&mut ww.store).unwrap().is_empty());
+    w.sim.assert_conserved();
+}
+
+#[test]
+fn a_pending_order_stored_without_its_amount_takes_the_broker_scrip_as_before() {
+    // A request stored by a build that kept no copy of the order: the
+    // genuine answer is still taken after the upgrade.
+    let mut w = world(Backend::SqliteMemory);
+    let alice = w.alice.number;
+    let pin = w.alice.pin.clone();
+    let ww = &mut w.sim.wallets[w.wallet];
+    let pending = ww
+        .wallet
+        .obtain_broker_scrip(&mut ww.store, &mut w.sim.rng, alice, pin, amount("2"))
+        .unwrap();
+    let mut tx = ww.store.begin().unwrap();
+    let mut old = tx.take_pending(&pending.request_id).unwrap().unwrap();
+    old.ordered = None;
+    tx.put_pending(&old).unwrap();
+    tx.commit().unwrap();
+    let before = ww.wallet.balances(&mut ww.store).unwrap();
+    w.sim.send_to_broker(w.wallet, &old).unwrap();
+    let after = w.sim.wallet_balances(w.wallet);
+    assert_eq!(
+        after.broker_scrip,
+        before.broker_scrip.checked_add(amount("2")).unwrap()
+    );
+}
+
+#[test]
+fn broker_scrip_answering_a_request_that_did_not_order_it_is_refused_by_the_wallet() {
+    let mut w = world(Backend::SqliteMemory);
+    let alice = w.alice.number;
+    let pin = w.alice.pin.clone();
+    let tea = w.sim.merchant_id(w.tea);
+    let (order, exchange) = {
+        let ww = &mut w.sim.wallets[w.wallet];
+        let order = ww
+            .wallet
+            .obtain_broker_scrip(&mut ww.store, &mut w.sim.rng, alice, pin, amount("1"))
+            .unwrap();
+        let exchange = ww
+            .wallet
+            .obtain_vendor_scrip(
+                &mut ww.store,
+                &mut w.sim.rng,
+                w.sim.now,
+                tea,
+                amount("0.01"),
+            )
+            .unwrap();
+        (order, exchange)
+    };
+    let BrokerResponse::BrokerScripIssued(mut misdirected) = w.sim.broker_bytes(&order.request)
+    else {
+        panic!("BrokerScrip not issued")
+    };
+    misdirected.request_id = exchange.request_id;
+    let misdirected = BrokerResponse::BrokerScripIssued(misdirected);
+
+    let ww = &mut w.sim.wallets[w.wallet];
+    let before = ww.store.fingerprint().unwrap();
+    let error = ww
+        .wallet
+        .handle_broker_response(&mut ww.store, exchange.request_id, &misdirected)
+        .unwrap_err();
+    assert!(matches!(error, WalletError::BadResponse(_)), "{error}");
+    assert_eq!(ww.store.fingerprint().unwrap(), before);
 }
 
 scrip_tests::on_each_backend!(
