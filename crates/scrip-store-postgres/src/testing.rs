@@ -8,7 +8,7 @@ use std::sync::Once;
 
 use scrip_core::store::StoreError;
 
-use crate::db::{describe, redact};
+use crate::db::{blocking, describe, redact};
 
 /// The variable naming the database the PostgreSQL tests run in.
 pub const TEST_URL_VARIABLE: &str = "SCRIP_TEST_POSTGRES_URL";
@@ -94,6 +94,10 @@ impl Drop for TestSchema {
 
 /// Runs one statement on a connection of its own.
 fn admin(url: &str, sql: &str) -> Result<(), StoreError> {
+    blocking(|| admin_blocking(url, sql))
+}
+
+fn admin_blocking(url: &str, sql: &str) -> Result<(), StoreError> {
     let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|error| {
         StoreError(format!(
             "cannot connect to {}: {}",
