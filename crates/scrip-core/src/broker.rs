@@ -7,16 +7,19 @@
 //! A successful response is stored under its request id: a retry with the
 //! same id and bytes gets the same response and moves nothing.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use scrip_proto::crypto::{digest, Labelled, Proved, Signed, StampingSecret};
 use scrip_proto::msg::{
     customer_secret_aad, envelope_aad, purpose, AuditRequest, AuditResponse, BrokerAnswer,
     BrokerInfo, BrokerRequest, BrokerResponse, BrokerScripIssued, BrokerScripOrder,
-    BrokerScripRenewed, Intent, IntentReceipt, IssuedScrip, LogReceipt, MerchantRegistered,
-    MerchantSecrets, ObtainBrokerScrip, ObtainVendorScrip, PaymentRecord, PaymentRecords,
-    PaymentRecordsAck, Purchase, RecordOutcome, RegisterMerchant, RenewBrokerScrip,
+    BrokerScripRenewed, Intent, IntentReceipt, IssuedScrip, Licence, LogReceipt,
+    MerchantRegistered, MerchantSecrets, ObtainBrokerScrip, ObtainVendorScrip, PaymentRecord,
+    PaymentRecords, PaymentRecordsAck, Purchase, RecordOutcome, RegisterMerchant, RenewBrokerScrip,
     VendorScripIssued,
 };
 use scrip_proto::{
@@ -28,6 +31,7 @@ use crate::event::BrokerEvent;
 use crate::keys::{pin_matches, BrokerKeys, PinHashing};
 use crate::ledger::{LedgerAccount, Transfer, TransferKind};
 use crate::log;
+use crate::parallel;
 use crate::store::{
     grouped, AccountLock, AccountRecord, BrokerStore, BrokerTx, IntentRow, MerchantRecord,
     PaymentRow, PinFailures, Spend, StoreError, StoredResponse,
@@ -132,6 +136,21 @@ impl From<StoreError> for Refusal {
         tracing::error!(%error, "store failure; request outcome unknown to client");
         Refusal::Unavailable
     }
+}
+
+/// The work of one step that needs no store, done before the group's
+/// transactions begin and on every core: checking an order's signature and
+/// opening its envelope, and minting the scrip the step will issue with its
+/// customer secret sealed (an X25519 key agreement each: most of a step's
+/// work). The step uses it only if it still fits the store (VendorScrip
+/// minted under the licence the merchant still has), and otherwise does the
+/// work itself, so working ahead changes how fast, never what, a step answers.
+#[derive(Default)]
+struct Ahead {
+    /// Obtain BrokerScrip: the order, or why it cannot be opened.
+    order: Option<Result<BrokerScripOrder, Refusal>>,
+    /// The scrip to issue, and the licence VendorScrip was minted under.
+    issued: Option<(IssuedScrip, Option<Licence>)>,
 }
 
 /// Which way money crosses between an account and the outside bank.
@@ -458,11 +477,13 @@ impl Broker {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         requests: &[BrokerRequest],
     ) -> Vec<BrokerAnswer> {
+        let ahead = self.work_ahead(store, now, rng, requests);
         let responses = self
             .group(store, now, |store| {
                 requests
                     .iter()
-                    .map(|request| self.step(store, now, rng, request))
+                    .zip(ahead)
+                    .map(|(request, ahead)| self.step(store, now, rng, request, ahead))
                     .collect()
             })
             .unwrap_or_else(|refusal| vec![BrokerResponse::Refused(refusal); requests.len()]);
@@ -485,6 +506,99 @@ impl Broker {
             .collect()
     }
 
+    /// The work of `requests` that needs no store, done on every core before
+    /// the group's transactions begin (see [`Ahead`]).
+    fn work_ahead(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        requests: &[BrokerRequest],
+    ) -> Vec<Ahead> {
+        let licences = self.licences_of(store, requests);
+        // One generator per request, drawn in order: the same seed gives the
+        // same answers however many cores share the work.
+        let work: Vec<_> = requests
+            .iter()
+            .map(|request| (request, ChaCha20Rng::from_rng(&mut *rng).ok()))
+            .collect();
+        parallel::map(&work, |(request, rng)| match (request, rng.clone()) {
+            (request, Some(mut rng)) => self.ahead(now, &mut rng, &licences, request),
+            (_, None) => Ahead::default(),
+        })
+    }
+
+    /// The licences of the merchants whose VendorScrip `requests` obtain, as the
+    /// store has them now; the steps check them again in their transactions.
+    fn licences_of(
+        &self,
+        store: &mut impl BrokerStore,
+        requests: &[BrokerRequest],
+    ) -> HashMap<MerchantId, Licence> {
+        let mut merchants: Vec<MerchantId> = requests
+            .iter()
+            .filter_map(|request| match request {
+                BrokerRequest::ObtainVendorScrip(r) => Some(r.body.merchant),
+                _ => None,
+            })
+            .collect();
+        if merchants.is_empty() {
+            return HashMap::new();
+        }
+        merchants.sort_unstable();
+        merchants.dedup();
+        reading(store, |tx| {
+            let mut licences = HashMap::new();
+            for merchant in merchants {
+                if let Some(record) = tx.merchant(&merchant)? {
+                    licences.insert(merchant, record.licence);
+                }
+            }
+            Ok(licences)
+        })
+        // Without them each step seals for itself: slower, same answers.
+        .unwrap_or_default()
+    }
+
+    /// One request's work ahead.
+    fn ahead(
+        &self,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        licences: &HashMap<MerchantId, Licence>,
+        request: &BrokerRequest,
+    ) -> Ahead {
+        match request {
+            BrokerRequest::ObtainBrokerScrip(request) => {
+                let body = &request.body;
+                let order = self.open_order(request);
+                let issued = order.as_ref().ok().and_then(|order| {
+                    self.issue_broker_scrip(rng, order.amount, &body.reply_key, now)
+                        .ok()
+                });
+                Ahead {
+                    order: Some(order),
+                    issued: issued.map(|issued| (issued, None)),
+                }
+            }
+            BrokerRequest::ObtainVendorScrip(request) => {
+                let body = &request.body;
+                let issued = licences.get(&body.merchant).and_then(|licence| {
+                    let scrip =
+                        self.mint_vendor_scrip(rng, body.merchant, licence, body.amount, now);
+                    self.issue(rng, scrip, &licence.customer_master, &body.reply_key)
+                        .ok()
+                        .map(|issued| (issued, Some(licence.clone())))
+                });
+                Ahead {
+                    order: None,
+                    issued,
+                }
+            }
+            _ => Ahead::default(),
+        }
+    }
+
     /// One request of a group, in its own transaction.
     fn step<S: BrokerStore>(
         &self,
@@ -492,17 +606,18 @@ impl Broker {
         now: Timestamp,
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &BrokerRequest,
+        ahead: Ahead,
     ) -> BrokerResponse {
         let result = transaction(store, |tx| {
             let Some(request_id) = request.request_id() else {
-                return self.dispatch(tx, now, rng, request);
+                return self.dispatch(tx, now, rng, request, ahead);
             };
             let request_digest = digest(request);
             if let Some(stored) = tx.stored_response(&request_id)? {
                 return stored.replay(&request_digest, request_id);
             }
             let size_before = tx.log_size()?;
-            let response = self.dispatch(tx, now, rng, request)?;
+            let response = self.dispatch(tx, now, rng, request, ahead)?;
             // The step's first event is the leaf its receipt points at.
             let leaf = (tx.log_size()? > size_before).then_some(size_before);
             tx.store_response(
@@ -636,13 +751,14 @@ impl Broker {
         now: Timestamp,
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &BrokerRequest,
+        ahead: Ahead,
     ) -> Result<BrokerResponse, Refusal> {
         Ok(match request {
             BrokerRequest::ObtainBrokerScrip(r) => {
-                BrokerResponse::BrokerScripIssued(self.obtain_broker_scrip(tx, now, rng, r)?)
+                BrokerResponse::BrokerScripIssued(self.obtain_broker_scrip(tx, now, rng, r, ahead)?)
             }
             BrokerRequest::ObtainVendorScrip(r) => {
-                BrokerResponse::VendorScripIssued(self.obtain_vendor_scrip(tx, now, rng, r)?)
+                BrokerResponse::VendorScripIssued(self.obtain_vendor_scrip(tx, now, rng, r, ahead)?)
             }
             BrokerRequest::RenewBrokerScrip(r) => {
                 BrokerResponse::BrokerScripRenewed(self.renew_broker_scrip(tx, now, rng, r)?)
@@ -666,17 +782,10 @@ impl Broker {
         now: Timestamp,
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &Signed<ObtainBrokerScrip>,
+        ahead: Ahead,
     ) -> Result<BrokerScripIssued, Refusal> {
         let body = &request.body;
-        request
-            .verify(&body.account_key)
-            .map_err(|_| bad_signature::<ObtainBrokerScrip>())?;
-        let order: BrokerScripOrder = self.open_sealed(
-            purpose::CREDENTIALS,
-            &body.request_id,
-            &body.account_key,
-            &body.order,
-        )?;
+        let order = ahead.order.unwrap_or_else(|| self.open_order(request))?;
         let account =
             self.authenticate(tx, now, order.credentials.account, &order.credentials.pin)?;
         match account.account_key {
@@ -703,9 +812,10 @@ impl Broker {
             order.amount,
             now,
         )?;
-        let cust_id = CustId::random(rng);
-        let scrip = self.mint_broker_scrip(rng, order.amount, cust_id, now);
-        let issued = self.issue(rng, scrip, &self.keys.customer_master, &body.reply_key)?;
+        let issued = match ahead.issued {
+            Some((issued, _)) => issued,
+            None => self.issue_broker_scrip(rng, order.amount, &body.reply_key, now)?,
+        };
         tx.append_event(&BrokerEvent::BrokerScripIssued {
             request: body.request_id,
             account: account.number,
@@ -726,6 +836,7 @@ impl Broker {
         now: Timestamp,
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &Proved<ObtainVendorScrip>,
+        ahead: Ahead,
     ) -> Result<VendorScripIssued, Refusal> {
         let body = &request.body;
         let spent = self.verify_broker_scrip(request, &body.scrip, now)?.scrip();
@@ -748,24 +859,25 @@ impl Broker {
                 merchant: body.merchant,
             })?;
         mark_spent(tx, spent)?;
-        let vendor_scrip = Scrip::mint(
-            ScripBody {
-                kind: ScripKind::Vendor,
-                issuer: merchant.merchant,
-                id: ScripId::random(merchant.licence.series, rng),
-                value: body.amount,
-                currency: self.config.currency,
-                cust_id: CustId::random(rng),
-                expiry: now.plus_seconds(self.config.vendor_scrip_lifetime),
-            },
-            &merchant.licence.stamping_secret,
-        );
-        let vendor_scrip = self.issue(
-            rng,
-            vendor_scrip,
-            &merchant.licence.customer_master,
-            &body.reply_key,
-        )?;
+        let vendor_scrip = match ahead.issued {
+            // Minted ahead under the licence the merchant still has.
+            Some((issued, Some(licence))) if licence == merchant.licence => issued,
+            _ => {
+                let scrip = self.mint_vendor_scrip(
+                    rng,
+                    merchant.merchant,
+                    &merchant.licence,
+                    body.amount,
+                    now,
+                );
+                self.issue(
+                    rng,
+                    scrip,
+                    &merchant.licence.customer_master,
+                    &body.reply_key,
+                )?
+            }
+        };
         let change = (!change_value.is_zero())
             .then(|| self.mint_broker_scrip(rng, change_value, spent.body.cust_id, now));
         transfer(
@@ -1065,6 +1177,54 @@ impl Broker {
             expiry: now.plus_seconds(self.config.broker_scrip_lifetime),
         };
         Scrip::mint(body, &self.stamping[series as usize - 1])
+    }
+
+    /// New BrokerScrip of a new `cust_id`, its customer secret sealed to `reply_key`.
+    fn issue_broker_scrip(
+        &self,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        value: Amount,
+        reply_key: &HpkePublicKey,
+        now: Timestamp,
+    ) -> Result<IssuedScrip, Refusal> {
+        let cust_id = CustId::random(rng);
+        let scrip = self.mint_broker_scrip(rng, value, cust_id, now);
+        self.issue(rng, scrip, &self.keys.customer_master, reply_key)
+    }
+
+    /// VendorScrip of `merchant`, minted under the licence it granted the broker.
+    fn mint_vendor_scrip(
+        &self,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        merchant: MerchantId,
+        licence: &Licence,
+        value: Amount,
+        now: Timestamp,
+    ) -> Scrip {
+        let body = ScripBody {
+            kind: ScripKind::Vendor,
+            issuer: merchant,
+            id: ScripId::random(licence.series, rng),
+            value,
+            currency: self.config.currency,
+            cust_id: CustId::random(rng),
+            expiry: now.plus_seconds(self.config.vendor_scrip_lifetime),
+        };
+        Scrip::mint(body, &licence.stamping_secret)
+    }
+
+    /// Checks an Obtain BrokerScrip's signature and opens the order sealed in it.
+    fn open_order(&self, request: &Signed<ObtainBrokerScrip>) -> Result<BrokerScripOrder, Refusal> {
+        let body = &request.body;
+        request
+            .verify(&body.account_key)
+            .map_err(|_| bad_signature::<ObtainBrokerScrip>())?;
+        self.open_sealed(
+            purpose::CREDENTIALS,
+            &body.request_id,
+            &body.account_key,
+            &body.order,
+        )
     }
 
     /// Seals the new scrip's customer secret to the requester's reply key.

@@ -37,6 +37,7 @@ pub mod keys;
 pub mod ledger;
 pub mod log;
 pub mod merchant;
+mod parallel;
 pub mod store;
 pub mod validate;
 pub mod wallet;

@@ -245,7 +245,64 @@ fn spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner(backend: Back
     sim.assert_conserved();
 }
 
+/// The broker mints a group's VendorScrip before the group's transactions,
+/// under the licences merchants had then. A merchant that re-registers with
+/// a new licence in the same group must still get VendorScrip it can take:
+/// minted under the licence it has when the exchange runs.
+fn vendor_scrip_follows_a_licence_changed_earlier_in_the_same_group(backend: Backend) {
+    let mut sim = Sim::on(backend, 17);
+    let alice = sim.open_account("alice", "1000");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet();
+    let merchant = sim.merchant_id(tea);
+    let (_, mut exchanges) = spends_of_fresh_broker_scrip(&mut sim, wallet, &alice, merchant);
+    exchanges.truncate(1);
+
+    // The same merchant, now licensing series 2 of its VendorScrip.
+    let keys = scrip_core::MerchantKeys::from_seed(&sim.merchants[tea].seed);
+    let licence = keys.licence(2);
+    let mut config = scrip_core::MerchantConfig::new("tea");
+    config.series = 2;
+    let relicensed = scrip_core::Merchant::new(keys, sim.broker.info(), config, Vec::new());
+    let request_id = RequestId::random(&mut sim.rng);
+    let registration = relicensed
+        .registration_request(&mut sim.rng, request_id, shop.number, shop.pin.clone())
+        .unwrap();
+    // Enough requests after it that the work ahead is shared between threads.
+    let (_, more) = spends_of_fresh_broker_scrip(&mut sim, wallet, &alice, merchant);
+    let group: Vec<_> = std::iter::once(registration)
+        .chain(exchanges)
+        .chain(more.into_iter().take(7))
+        .collect();
+
+    let answers = sim
+        .broker
+        .answer_group(&mut sim.broker_store, sim.now, &mut sim.rng, &group);
+
+    assert!(matches!(
+        answers[0].response,
+        BrokerResponse::MerchantRegistered(_)
+    ));
+    for answer in &answers[1..=2] {
+        let BrokerResponse::VendorScripIssued(issued) = &answer.response else {
+            panic!("exchange refused: {:?}", answer.response);
+        };
+        let scrip = &issued.vendor_scrip.scrip;
+        assert_eq!(scrip.body.id.series, 2, "minted under the new licence");
+        let expected = scrip_core::validate::Expected {
+            kind: ScripKind::Vendor,
+            issuer: &merchant,
+            currency: scrip.body.currency,
+        };
+        scrip_core::validate::verify_stamp(scrip, &expected, &licence)
+            .expect("the merchant's new licence takes it");
+    }
+    sim.assert_conserved();
+}
+
 scrip_tests::on_each_backend!(
     racing_spends_of_one_broker_scrip_have_exactly_one_winner,
     spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner,
+    vendor_scrip_follows_a_licence_changed_earlier_in_the_same_group,
 );
