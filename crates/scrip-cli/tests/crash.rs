@@ -118,9 +118,9 @@ fn purchases(dir: &Path) -> BTreeMap<String, i128> {
         .expect("the wallet's receipts");
     let mut found = BTreeMap::new();
     for receipt in receipts {
-        if let WalletReceipt::Purchase(signed) = receipt {
-            let id = signed.body.request_id.to_string();
-            let price = i128::from(signed.body.price.minor());
+        if let WalletReceipt::PurchaseInBatch(batched) = receipt {
+            let id = batched.receipt.request_id.to_string();
+            let price = i128::from(batched.receipt.price.minor());
             assert!(
                 found.insert(id.clone(), price).is_none(),
                 "{}: two purchase receipts for buy {id}",

@@ -39,6 +39,64 @@ impl<T: BrokerTx> HashReader for TxHashes<'_, T> {
     }
 }
 
+/// An RFC 6962 tree held in memory: the tree of one batch of merchant
+/// receipts, which the merchant signs once (see [`ReceiptBatch`]).
+///
+/// [`ReceiptBatch`]: scrip_proto::msg::ReceiptBatch
+#[derive(Debug, Default)]
+pub struct MemoryTree {
+    /// Stored hashes in `tlog_tiles::stored_hash_index` order.
+    hashes: Vec<Hash>,
+    size: u64,
+}
+
+impl HashReader for MemoryTree {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.hashes.get(i))
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+impl MemoryTree {
+    /// Appends `data` as the next leaf.
+    pub fn push(&mut self, data: &[u8]) {
+        let hashes = tlog_tiles::stored_hashes(self.size, data, &*self)
+            .expect("every hash of a tree in memory is at hand");
+        self.hashes.extend(hashes);
+        self.size += 1;
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn root(&self) -> [u8; 32] {
+        tlog_tiles::tree_hash(self.size, self)
+            .expect("every hash of a tree in memory is at hand")
+            .0
+    }
+
+    /// The inclusion proof of leaf `leaf`, if the tree has it.
+    pub fn prove(&self, leaf: u64) -> Option<Vec<[u8; 32]>> {
+        tlog_tiles::prove_record(self.size, leaf, self)
+            .ok()
+            .map(|proof| proof.into_iter().map(|h| h.0).collect())
+    }
+}
+
+/// The RFC 6962 hash of a leaf holding `data`.
+pub fn record_hash(data: &[u8]) -> [u8; 32] {
+    tlog_tiles::record_hash(data).0
+}
+
 /// Appends `data` as the next leaf; returns its index.
 pub fn append(tx: &mut impl BrokerTx, data: &[u8]) -> Result<u64, StoreError> {
     let index = tx.log_size()?;
@@ -210,4 +268,38 @@ pub fn verify_checkpoint(
         root: checkpoint.hash().0,
         time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_leaf_of_a_memory_tree_proves_into_its_root_and_no_other_leaf_does() {
+        for size in 1..=17u64 {
+            let mut tree = MemoryTree::default();
+            for leaf in 0..size {
+                tree.push(&leaf.to_le_bytes());
+            }
+            assert_eq!(tree.size(), size);
+            let root = tree.root();
+            for leaf in 0..size {
+                let proof = tree.prove(leaf).unwrap();
+                let hash = record_hash(&leaf.to_le_bytes());
+                assert!(check_inclusion(&proof, size, root, leaf, hash));
+                let other = record_hash(&(leaf + 1).to_le_bytes());
+                assert!(!check_inclusion(&proof, size, root, leaf, other));
+                if size > 1 {
+                    assert!(!check_inclusion(
+                        &proof,
+                        size,
+                        root,
+                        (leaf + 1) % size,
+                        hash
+                    ));
+                }
+            }
+            assert_eq!(tree.prove(size), None);
+        }
+    }
 }

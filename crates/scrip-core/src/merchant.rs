@@ -3,17 +3,19 @@
 //! [`Merchant::handle`] validates a Buy item with no network call: kind,
 //! issuer, currency, stamp (one keyed hash), expiry, ownership proof (one
 //! keyed hash) and one insert-or-fail into the local spent set. It returns the
-//! item, change VendorScrip (same `cust_id`, fresh id and expiry) and a signed
+//! item, change VendorScrip (same `cust_id`, fresh id and expiry) and a
 //! receipt, and queues a payment record for the broker in the same
-//! transaction. [`Merchant::poll_payment_records`] yields those records in
-//! signed batches; [`Merchant::handle_payment_records_ack`] clears them.
+//! transaction. [`Merchant::answer_group`] signs the receipts of a whole group
+//! at once, as a Merkle tree's root. [`Merchant::poll_payment_records`] yields
+//! the records in signed batches; [`Merchant::handle_payment_records_ack`]
+//! clears them.
 
-use scrip_proto::crypto::{digest, Proved, Signed};
+use scrip_proto::crypto::{digest, labelled_bytes, BadSignature, Proved, Signed};
 use scrip_proto::msg::{
-    envelope_aad, purpose, BrokerInfo, BrokerRequest, BrokerResponse, Buy, CatalogEntry,
-    CatalogListing, Credentials, ItemDelivered, Licence, MerchantReceipt, MerchantRequest,
-    MerchantResponse, MerchantSecrets, PaymentRecord, PaymentRecords, Purchase, RecordOutcome,
-    RegisterMerchant,
+    envelope_aad, purpose, BatchedReceipt, BrokerInfo, BrokerRequest, BrokerResponse, Buy,
+    CatalogEntry, CatalogListing, Credentials, ItemDelivered, Licence, MerchantReceipt,
+    MerchantRequest, MerchantResponse, MerchantSecrets, PaymentRecord, PaymentRecords, Purchase,
+    ReceiptBatch, RecordOutcome, RegisterMerchant,
 };
 use scrip_proto::{
     decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, RequestId, Scrip, ScripBody,
@@ -21,7 +23,8 @@ use scrip_proto::{
 };
 
 use crate::keys::MerchantKeys;
-use crate::store::{grouped, MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
+use crate::log::MemoryTree;
+use crate::store::{grouped, MerchantStore, MerchantTx, Spend, StoredResponse};
 use crate::validate::{verify_spend, Expected};
 
 /// One item for sale.
@@ -186,8 +189,9 @@ impl Merchant {
             .unwrap_or(MerchantResponse::Refused(Refusal::Unavailable))
     }
 
-    /// Answers a group of requests with one durable commit (group commit).
-    /// Each request runs in its own transaction, so a refused one leaves the
+    /// Answers a group of requests with one durable commit (group commit)
+    /// and one signature over all their receipts (a [`ReceiptBatch`]). Each
+    /// request runs in its own transaction, so a refused one leaves the
     /// others' changes and the store as it was. If the group cannot be
     /// committed, every request is answered [`Refusal::Unavailable`] and
     /// nothing was kept.
@@ -199,37 +203,44 @@ impl Merchant {
         requests: &[MerchantRequest],
     ) -> Vec<MerchantResponse> {
         grouped(store, |store| {
-            Ok::<_, StoreError>(
-                requests
-                    .iter()
-                    .map(|request| self.step(store, now, rng, request))
+            let mut sales: Vec<Sale> = Vec::new();
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in requests {
+                let answer = match request {
+                    MerchantRequest::Catalog => {
+                        Answer::Done(Box::new(MerchantResponse::Catalog(self.catalog())))
+                    }
+                    MerchantRequest::Buy(buy) => match self.buy(store, now, rng, buy, &sales) {
+                        Ok(Bought::New(sale)) => {
+                            sales.push(sale);
+                            Answer::Sale(sales.len() - 1)
+                        }
+                        Ok(Bought::Earlier(sale)) => Answer::Sale(sale),
+                        Ok(Bought::Stored(delivered)) => {
+                            Answer::Done(Box::new(MerchantResponse::ItemDelivered(delivered)))
+                        }
+                        Err(refusal) => Answer::Done(Box::new(MerchantResponse::Refused(refusal))),
+                    },
+                };
+                answers.push(answer);
+            }
+            let delivered = self.deliver(store, now, sales)?;
+            Ok::<_, Refusal>(
+                answers
+                    .into_iter()
+                    .map(|answer| match answer {
+                        Answer::Done(response) => *response,
+                        Answer::Sale(sale) => {
+                            MerchantResponse::ItemDelivered(delivered[sale].clone())
+                        }
+                    })
                     .collect(),
             )
         })
-        .unwrap_or_else(|error| {
-            vec![MerchantResponse::Refused(Refusal::from(error)); requests.len()]
-        })
+        .unwrap_or_else(|refusal| vec![MerchantResponse::Refused(refusal); requests.len()])
     }
 
-    fn step(
-        &self,
-        store: &mut impl MerchantStore,
-        now: Timestamp,
-        rng: &mut (impl rand::RngCore + rand::CryptoRng),
-        request: &MerchantRequest,
-    ) -> MerchantResponse {
-        match request {
-            MerchantRequest::Catalog => MerchantResponse::Catalog(self.catalog()),
-            MerchantRequest::Buy(buy) => match self.handle_buy(store, now, rng, buy) {
-                Ok(delivered) => MerchantResponse::ItemDelivered(delivered),
-                Err(refusal) => MerchantResponse::Refused(refusal),
-            },
-        }
-    }
-
-    /// Buy item: validate locally, mark spent, mint change, sign the receipt,
-    /// queue the payment record, all in one transaction. A retry with the
-    /// same request id and bytes returns the same delivery.
+    /// Buy item, in a group of its own; see [`Merchant::answer_group`].
     pub fn handle_buy(
         &self,
         store: &mut impl MerchantStore,
@@ -237,13 +248,58 @@ impl Merchant {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &Proved<Buy>,
     ) -> Result<ItemDelivered, Refusal> {
-        let body = &request.body;
-        let mut tx = store.begin()?;
-        let request_digest = digest(request);
-        if let Some(stored) = tx.stored_response(&body.request_id)? {
-            return stored.replay(&request_digest, body.request_id);
+        let request = MerchantRequest::Buy(request.clone());
+        match self.handle(store, now, rng, &request) {
+            MerchantResponse::ItemDelivered(delivered) => Ok(delivered),
+            MerchantResponse::Refused(refusal) => Err(refusal),
+            MerchantResponse::Catalog(_) => Err(Refusal::Unavailable),
         }
+    }
 
+    /// Buy item: validate locally, mark spent, mint change and queue the
+    /// payment record, in one transaction. The receipt is signed, and the
+    /// answer stored for retries, once the whole group has been through
+    /// ([`Merchant::deliver`]). A retry with the same request id and bytes
+    /// gets the same delivery, also within the group (`sales`).
+    fn buy(
+        &self,
+        store: &mut impl MerchantStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &Proved<Buy>,
+        sales: &[Sale],
+    ) -> Result<Bought, Refusal> {
+        let body = &request.body;
+        let request_digest = digest(request);
+        if let Some(earlier) = sales.iter().position(|s| s.request_id == body.request_id) {
+            if sales[earlier].request_digest != request_digest {
+                return Err(Refusal::RequestIdReused {
+                    request: body.request_id,
+                });
+            }
+            return Ok(Bought::Earlier(earlier));
+        }
+        let mut tx = store.begin()?;
+        if let Some(stored) = tx.stored_response(&body.request_id)? {
+            return Ok(Bought::Stored(
+                stored.replay(&request_digest, body.request_id)?,
+            ));
+        }
+        let sale = self.sell(&mut tx, now, rng, request, request_digest)?;
+        tx.commit()?;
+        Ok(Bought::New(sale))
+    }
+
+    /// The checks and changes of one sale, in `tx`.
+    fn sell(
+        &self,
+        tx: &mut impl MerchantTx,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: &Proved<Buy>,
+        request_digest: [u8; 32],
+    ) -> Result<Sale, Refusal> {
+        let body = &request.body;
         let id = self.id();
         let expected = Expected {
             kind: ScripKind::Vendor,
@@ -283,34 +339,76 @@ impl Merchant {
                 &self.licence.stamping_secret,
             )
         });
-        let receipt = MerchantReceipt {
-            request_id: body.request_id,
-            merchant: id,
-            scrip: spent.id(),
-            purchase: body.purchase.clone(),
-            price,
-            change: change.as_ref().map(Scrip::id),
-            at: now,
-        };
-        let delivered = ItemDelivered {
-            request_id: body.request_id,
-            content,
-            change,
-            receipt: Signed::sign(receipt, &self.keys.signing),
-        };
         tx.queue_payment_record(&PaymentRecord {
             buy: request.clone(),
-            change: delivered.change.as_ref().map(|c| c.body.clone()),
+            change: change.as_ref().map(|c| c.body.clone()),
             at: now,
         })?;
-        tx.store_response(
-            &body.request_id,
-            &StoredResponse {
-                request_digest,
-                response: encode(&delivered),
-                leaf: None,
+        Ok(Sale {
+            request_id: body.request_id,
+            request_digest,
+            receipt: MerchantReceipt {
+                request_id: body.request_id,
+                merchant: id,
+                scrip: spent.id(),
+                purchase: body.purchase.clone(),
+                price,
+                change: change.as_ref().map(Scrip::id),
+                at: now,
             },
-        )?;
+            content,
+            change,
+        })
+    }
+
+    /// Signs the receipts of a group's sales at once, and stores each
+    /// delivery under its request id for retries, in the group.
+    fn deliver(
+        &self,
+        store: &mut impl MerchantStore,
+        now: Timestamp,
+        sales: Vec<Sale>,
+    ) -> Result<Vec<ItemDelivered>, Refusal> {
+        if sales.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tree = MemoryTree::default();
+        for sale in &sales {
+            tree.push(&labelled_bytes(&sale.receipt));
+        }
+        let batch = Signed::sign(
+            ReceiptBatch {
+                merchant: self.id(),
+                size: tree.size(),
+                root: tree.root(),
+                at: now,
+            },
+            &self.keys.signing,
+        );
+        let mut tx = store.begin()?;
+        let mut delivered = Vec::with_capacity(sales.len());
+        for (leaf, sale) in (0..).zip(sales) {
+            let item = ItemDelivered {
+                request_id: sale.request_id,
+                content: sale.content,
+                change: sale.change,
+                receipt: BatchedReceipt {
+                    receipt: sale.receipt,
+                    leaf,
+                    proof: tree.prove(leaf).ok_or(Refusal::Unavailable)?,
+                    batch: batch.clone(),
+                },
+            };
+            tx.store_response(
+                &sale.request_id,
+                &StoredResponse {
+                    request_digest: sale.request_digest,
+                    response: encode(&item),
+                    leaf: None,
+                },
+            )?;
+            delivered.push(item);
+        }
         tx.commit()?;
         Ok(delivered)
     }
@@ -416,9 +514,63 @@ impl Merchant {
     }
 }
 
+/// The receipt, if `merchant` signed a batch that holds it.
+///
+/// # Errors
+/// [`BadSignature`] if the batch is not signed by `merchant`, or is
+/// another merchant's, or the proof does not lead from the receipt to the
+/// batch's root.
+pub fn verify_receipt<'a>(
+    receipt: &'a BatchedReceipt,
+    merchant: &MerchantId,
+) -> Result<&'a MerchantReceipt, BadSignature> {
+    let batch = receipt.batch.verify(merchant)?;
+    let leaf_hash = crate::log::record_hash(&labelled_bytes(&receipt.receipt));
+    if batch.merchant != *merchant
+        || receipt.receipt.merchant != *merchant
+        || !crate::log::check_inclusion(
+            &receipt.proof,
+            batch.size,
+            batch.root,
+            receipt.leaf,
+            leaf_hash,
+        )
+    {
+        return Err(BadSignature);
+    }
+    Ok(&receipt.receipt)
+}
+
 fn purchase_name(purchase: &Purchase) -> String {
     match purchase {
         Purchase::Item(item) => item.clone(),
         Purchase::Renew => "renewal".into(),
     }
+}
+
+/// What one request of a group comes to before the group's receipts are signed.
+enum Answer {
+    /// Answered already: a refusal, the catalog, or a delivery stored before.
+    Done(Box<MerchantResponse>),
+    /// Delivered with the group's sale of this index.
+    Sale(usize),
+}
+
+/// What a Buy item came to in its transaction.
+enum Bought {
+    /// A sale made now.
+    New(Sale),
+    /// A retry of the sale of this index, earlier in the same group.
+    Earlier(usize),
+    /// A retry of a sale answered by an earlier group.
+    Stored(ItemDelivered),
+}
+
+/// A sale made in a group, waiting for its receipt to be signed.
+struct Sale {
+    request_id: RequestId,
+    request_digest: [u8; 32],
+    receipt: MerchantReceipt,
+    content: Vec<u8>,
+    change: Option<Scrip>,
 }

@@ -377,9 +377,13 @@ pub struct PendingRequest {
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum WalletReceipt {
     Intent(scrip_proto::crypto::Signed<IntentReceipt>),
+    /// A purchase receipt signed on its own, as merchants answered before
+    /// receipt batches; kept so that wallets stored then still read.
     Purchase(scrip_proto::crypto::Signed<MerchantReceipt>),
     /// The broker's evidence that it logged a request of this wallet.
     Log(scrip_proto::msg::LogReceipt),
+    /// A purchase receipt in a batch the merchant signed.
+    PurchaseInBatch(scrip_proto::msg::BatchedReceipt),
 }
 
 /// A wallet's storage.

@@ -20,6 +20,7 @@ use scrip_proto::{
 };
 
 use crate::keys::WalletKeys;
+use crate::merchant::verify_receipt;
 use crate::store::{
     Destination, PendingRequest, ScripState, StoreError, WalletReceipt, WalletScrip, WalletStore,
     WalletTx,
@@ -391,8 +392,10 @@ impl Wallet {
                 MerchantResponse::ItemDelivered(delivered)
                     if delivered.request_id == request_id =>
                 {
-                    let receipt = delivered.receipt.verify(&merchant).map_err(|_| {
-                        WalletError::BadResponse("the receipt is not signed by the merchant".into())
+                    let receipt = verify_receipt(&delivered.receipt, &merchant).map_err(|_| {
+                        WalletError::BadResponse(
+                            "the receipt is not in a batch signed by the merchant".into(),
+                        )
                     })?;
                     let spent = spent_scrip(tx, pending)?;
                     let MerchantRequest::Buy(asked) = decode(&pending.request)
@@ -416,7 +419,7 @@ impl Wallet {
                         take_change(tx, &spent, change, merchant)?;
                     }
                     tx.remove_scrip(&spent.scrip.id())?;
-                    tx.add_receipt(&WalletReceipt::Purchase(delivered.receipt.clone()))?;
+                    tx.add_receipt(&WalletReceipt::PurchaseInBatch(delivered.receipt.clone()))?;
                     Ok(Delivered {
                         content: delivered.content.clone(),
                         change: delivered.change.clone(),

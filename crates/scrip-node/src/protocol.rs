@@ -15,7 +15,7 @@ pub const INTENT: StreamProtocol = StreamProtocol::new("/scrip/intent/1");
 pub const PAYMENT_RECORD: StreamProtocol = StreamProtocol::new("/scrip/payment-record/1");
 /// Questions about the broker's log: [`scrip_proto::msg::AuditRequest`] → [`scrip_proto::msg::AuditResponse`].
 pub const AUDIT: StreamProtocol = StreamProtocol::new("/scrip/audit/1");
-pub const BUY: StreamProtocol = StreamProtocol::new("/scrip/buy/1");
+pub const BUY: StreamProtocol = StreamProtocol::new("/scrip/buy/2");
 pub const CATALOG: StreamProtocol = StreamProtocol::new("/scrip/catalog/1");
 
 /// What the broker serves.

@@ -521,7 +521,7 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
         "/scrip/info/2",
         "/scrip/vendor-scrip/1.1",
         "/scrip/nonsense/1",
-        "/scrip/buy/1",
+        "/scrip/buy/2",
     ] {
         let result = raw_exchange(&broker, name, framed(&[])).await;
         assert!(
@@ -578,12 +578,17 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
         matches!(result, Err(NetError::Request(_))),
         "an oversized frame to the merchant: expected a failed request, got {result:?}"
     );
-    let result = raw_exchange(&merchant, "/scrip/buy/1", u32::MAX.to_be_bytes().to_vec()).await;
+    let result = raw_exchange(&merchant, "/scrip/buy/2", u32::MAX.to_be_bytes().to_vec()).await;
     assert!(
         result.is_err(),
         "a 4 GiB length prefix to the merchant: expected a closed stream, got {result:?}"
     );
-    for name in ["/scrip/buy/2", "/scrip/catalog/0", "/scrip/register/1"] {
+    for name in [
+        "/scrip/buy/1",
+        "/scrip/buy/3",
+        "/scrip/catalog/0",
+        "/scrip/register/1",
+    ] {
         let result = raw_exchange(&merchant, name, framed(&[])).await;
         assert!(
             matches!(result, Err(OutboundFailure::UnsupportedProtocols)),

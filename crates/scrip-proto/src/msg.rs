@@ -30,6 +30,7 @@ labelled! {
     IntentReceipt => "scrip/v1/intent-receipt",
     Buy => "scrip/v1/buy",
     MerchantReceipt => "scrip/v1/merchant-receipt",
+    ReceiptBatch => "scrip/v1/merchant-receipt-batch",
     PaymentRecords => "scrip/v1/payment-records",
     PaymentRecordsAck => "scrip/v1/payment-records-ack",
 }
@@ -236,13 +237,37 @@ pub struct MerchantReceipt {
     pub at: Timestamp,
 }
 
+/// The receipts of one group of purchases, signed once: the root of an
+/// RFC 6962 Merkle tree whose leaves are the receipts' labelled bytes. One
+/// signature serves a whole group commit, so a receipt costs the merchant a
+/// few hashes instead of an Ed25519 signature.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ReceiptBatch {
+    pub merchant: MerchantId,
+    /// Number of receipts (leaves) in the batch.
+    pub size: u64,
+    pub root: [u8; 32],
+    pub at: Timestamp,
+}
+
+/// A purchase receipt and the proof that it is leaf `leaf` of a batch the
+/// merchant signed: as binding as a signature on the receipt itself.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BatchedReceipt {
+    pub receipt: MerchantReceipt,
+    pub leaf: u64,
+    /// The RFC 6962 inclusion proof of the receipt in `batch`.
+    pub proof: Vec<[u8; 32]>,
+    pub batch: Signed<ReceiptBatch>,
+}
+
 /// The item, the change (same `cust_id`, so same customer secret) and the receipt.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct ItemDelivered {
     pub request_id: RequestId,
     pub content: Vec<u8>,
     pub change: Option<Scrip>,
-    pub receipt: Signed<MerchantReceipt>,
+    pub receipt: BatchedReceipt,
 }
 
 /// Step 3c, merchant to broker: a payment has taken place. Carries the

@@ -69,7 +69,7 @@ fn full_purchase_story_with_role_inversion_and_settlement(backend: Backend) {
     assert_eq!(
         receipts
             .iter()
-            .filter(|r| matches!(r, WalletReceipt::Purchase(_)))
+            .filter(|r| matches!(r, WalletReceipt::PurchaseInBatch(_)))
             .count(),
         3
     );
@@ -237,3 +237,84 @@ scrip_tests::on_each_backend!(
     withdrawals_pay_out_and_are_refused_beyond_the_balance,
     deposits_beyond_the_ledgers_range_are_refused_definitively,
 );
+
+/// Under load a merchant answers many buys with one group commit and one
+/// signature: every receipt of the group is a leaf of the same signed batch.
+/// A retry of a buy, in the same group or a later one, gets the same
+/// delivery; a different buy under a used request id is refused.
+#[test]
+fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
+    use scrip_proto::crypto::Proved;
+    use scrip_proto::msg::{Buy, MerchantRequest, MerchantResponse};
+    use scrip_proto::{CustId, Refusal, RequestId, Scrip, ScripBody, ScripId};
+
+    let mut sim = Sim::new(21);
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let merchant = sim.merchant_id(tea);
+    let licence = scrip_core::MerchantKeys::from_seed(&sim.merchants[tea].seed).licence(1);
+    let buy = |sim: &mut Sim| {
+        let body = ScripBody {
+            kind: ScripKind::Vendor,
+            issuer: merchant,
+            id: ScripId::random(1, &mut sim.rng),
+            value: amount("0.01"),
+            currency: sim.broker.info().currency,
+            cust_id: CustId::random(&mut sim.rng),
+            expiry: sim.now.plus_seconds(3600),
+        };
+        let secret = licence.customer_master.customer_secret(&body.cust_id);
+        let buy = Buy {
+            request_id: RequestId::random(&mut sim.rng),
+            scrip: Scrip::mint(body, &licence.stamping_secret),
+            purchase: Purchase::Item("green".into()),
+            price: amount("0.002"),
+        };
+        MerchantRequest::Buy(Proved::prove(buy, &secret))
+    };
+    let mut group: Vec<_> = (0..5).map(|_| buy(&mut sim)).collect();
+    group.push(group[1].clone());
+    let MerchantRequest::Buy(mut reused) = buy(&mut sim) else {
+        unreachable!()
+    };
+    let MerchantRequest::Buy(first) = &group[0] else {
+        unreachable!()
+    };
+    reused.body.request_id = first.body.request_id;
+    group.push(MerchantRequest::Buy(reused));
+
+    let m = &mut sim.merchants[tea];
+    let answers = m
+        .merchant
+        .answer_group(&mut m.store, sim.now, &mut sim.rng, &group);
+
+    let delivered: Vec<_> = answers[..6]
+        .iter()
+        .map(|answer| match answer {
+            MerchantResponse::ItemDelivered(d) => d.clone(),
+            other => panic!("not delivered: {other:?}"),
+        })
+        .collect();
+    let batch = &delivered[0].receipt.batch;
+    assert_eq!(batch.body.size, 5, "one leaf per sale, not per retry");
+    for (leaf, d) in delivered[..5].iter().enumerate() {
+        assert_eq!(&d.receipt.batch, batch, "one signature for the group");
+        assert_eq!(d.receipt.leaf, leaf as u64);
+        scrip_core::merchant::verify_receipt(&d.receipt, &merchant).unwrap();
+    }
+    assert_eq!(delivered[5], delivered[1], "a retry in the group");
+    assert_eq!(
+        answers[6],
+        MerchantResponse::Refused(Refusal::RequestIdReused {
+            request: delivered[0].request_id
+        })
+    );
+    let again = m
+        .merchant
+        .answer_group(&mut m.store, sim.now, &mut sim.rng, &group[2..3]);
+    assert_eq!(
+        again,
+        vec![MerchantResponse::ItemDelivered(delivered[2].clone())],
+        "a retry in a later group"
+    );
+}

@@ -929,3 +929,67 @@ scrip_tests::on_each_backend!(
     a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice,
     captured_messages_replayed_later_or_elsewhere_move_nothing,
 );
+
+// ---- The wallet refusing a faulty merchant's receipt --------------------------
+
+/// A merchant signs one batch of receipts per group commit; the wallet takes
+/// a delivery only if its receipt leads, by its inclusion proof, to the root
+/// of a batch that merchant signed. Altered receipts, proofs and batches, or
+/// a batch signed with another key, are refused and leave the wallet as it was.
+#[test]
+fn a_receipt_not_in_a_batch_the_merchant_signed_is_refused_by_the_wallet() {
+    let mut w = world(Backend::SqliteMemory);
+    let merchant = w.sim.merchant_id(w.tea);
+    let purchase = {
+        let ww = &mut w.sim.wallets[w.wallet];
+        ww.wallet
+            .buy(
+                &mut ww.store,
+                &mut w.sim.rng,
+                w.sim.now,
+                merchant,
+                Purchase::Item("green".into()),
+                amount("0.002"),
+            )
+            .unwrap()
+    };
+    w.sim.send_to_broker(w.wallet, &purchase.intent).unwrap();
+    let genuine = w.sim.merchant_bytes(w.tea, &purchase.buy.request);
+    let MerchantResponse::ItemDelivered(delivered) = &genuine else {
+        panic!("not delivered: {genuine:?}")
+    };
+    let impostor = scrip_proto::crypto::SigningKey::from_secret(&Secret32::random(&mut w.sim.rng));
+    let forge = |change: &dyn Fn(&mut scrip_proto::msg::BatchedReceipt)| {
+        let mut forged = delivered.clone();
+        change(&mut forged.receipt);
+        MerchantResponse::ItemDelivered(forged)
+    };
+    let forged = [
+        forge(&|r| r.receipt.price = amount("0.001")),
+        forge(&|r| r.leaf += 1),
+        forge(&|r| r.proof.push([7; 32])),
+        forge(&|r| r.batch.body.root[0] ^= 1),
+        forge(&|r| r.batch = Signed::sign(r.batch.body.clone(), &impostor)),
+    ];
+
+    let ww = &mut w.sim.wallets[w.wallet];
+    let store_before = ww.store.fingerprint().unwrap();
+    for answer in &forged {
+        let error = ww
+            .wallet
+            .handle_merchant_response(&mut ww.store, purchase.buy.request_id, answer)
+            .unwrap_err();
+        assert!(
+            matches!(&error, WalletError::BadResponse(why)
+                if why == "the receipt is not in a batch signed by the merchant"),
+            "{error}"
+        );
+        assert_eq!(ww.store.fingerprint().unwrap(), store_before);
+    }
+    ww.wallet
+        .handle_merchant_response(&mut ww.store, purchase.buy.request_id, &genuine)
+        .unwrap();
+    assert!(ww.wallet.receipts(&mut ww.store).unwrap().iter().any(
+        |r| matches!(r, scrip_core::store::WalletReceipt::PurchaseInBatch(b) if b == &delivered.receipt)
+    ));
+}
