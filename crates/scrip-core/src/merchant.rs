@@ -203,6 +203,9 @@ impl Merchant {
         requests: &[MerchantRequest],
     ) -> Vec<MerchantResponse> {
         grouped(store, |store| {
+            // One transaction for the whole group: a sale refuses only before
+            // its first write (see `sell`), so a refusal has nothing to undo.
+            let mut tx = store.begin()?;
             let mut sales: Vec<Sale> = Vec::new();
             let mut answers = Vec::with_capacity(requests.len());
             for request in requests {
@@ -210,7 +213,7 @@ impl Merchant {
                     MerchantRequest::Catalog => {
                         Answer::Done(Box::new(MerchantResponse::Catalog(self.catalog())))
                     }
-                    MerchantRequest::Buy(buy) => match self.buy(store, now, rng, buy, &sales) {
+                    MerchantRequest::Buy(buy) => match self.buy(&mut tx, now, rng, buy, &sales) {
                         Ok(Bought::New(sale)) => {
                             sales.push(sale);
                             Answer::Sale(sales.len() - 1)
@@ -219,12 +222,15 @@ impl Merchant {
                         Ok(Bought::Stored(delivered)) => {
                             Answer::Done(Box::new(MerchantResponse::ItemDelivered(delivered)))
                         }
+                        // The store failed: nothing of the group can be trusted to commit.
+                        Err(Refusal::Unavailable) => return Err(Refusal::Unavailable),
                         Err(refusal) => Answer::Done(Box::new(MerchantResponse::Refused(refusal))),
                     },
                 };
                 answers.push(answer);
             }
-            let delivered = self.deliver(store, now, sales)?;
+            let delivered = self.deliver(&mut tx, now, sales)?;
+            tx.commit()?;
             Ok::<_, Refusal>(
                 answers
                     .into_iter()
@@ -257,13 +263,13 @@ impl Merchant {
     }
 
     /// Buy item: validate locally, mark spent, mint change and queue the
-    /// payment record, in one transaction. The receipt is signed, and the
-    /// answer stored for retries, once the whole group has been through
+    /// payment record, in the group's transaction. The receipt is signed, and
+    /// the answer stored for retries, once the whole group has been through
     /// ([`Merchant::deliver`]). A retry with the same request id and bytes
     /// gets the same delivery, also within the group (`sales`).
     fn buy(
         &self,
-        store: &mut impl MerchantStore,
+        tx: &mut impl MerchantTx,
         now: Timestamp,
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &Proved<Buy>,
@@ -279,18 +285,24 @@ impl Merchant {
             }
             return Ok(Bought::Earlier(earlier));
         }
-        let mut tx = store.begin()?;
         if let Some(stored) = tx.stored_response(&body.request_id)? {
             return Ok(Bought::Stored(
                 stored.replay(&request_digest, body.request_id)?,
             ));
         }
-        let sale = self.sell(&mut tx, now, rng, request, request_digest)?;
-        tx.commit()?;
-        Ok(Bought::New(sale))
+        Ok(Bought::New(self.sell(
+            tx,
+            now,
+            rng,
+            request,
+            request_digest,
+        )?))
     }
 
-    /// The checks and changes of one sale, in `tx`.
+    /// The checks and changes of one sale, in `tx`. Every refusal comes
+    /// before the first write: marking the scrip spent is insert-or-fail and
+    /// writes nothing when it fails, and nothing after it can refuse. So a
+    /// refused sale leaves `tx` as it was.
     fn sell(
         &self,
         tx: &mut impl MerchantTx,
@@ -365,7 +377,7 @@ impl Merchant {
     /// delivery under its request id for retries, in the group.
     fn deliver(
         &self,
-        store: &mut impl MerchantStore,
+        tx: &mut impl MerchantTx,
         now: Timestamp,
         sales: Vec<Sale>,
     ) -> Result<Vec<ItemDelivered>, Refusal> {
@@ -385,7 +397,6 @@ impl Merchant {
             },
             &self.keys.signing,
         );
-        let mut tx = store.begin()?;
         let mut delivered = Vec::with_capacity(sales.len());
         for (leaf, sale) in (0..).zip(sales) {
             let item = ItemDelivered {
@@ -409,7 +420,6 @@ impl Merchant {
             )?;
             delivered.push(item);
         }
-        tx.commit()?;
         Ok(delivered)
     }
 

@@ -168,6 +168,12 @@ fn configure(
         .map_err(failed("cannot set synchronous mode"))?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(failed("cannot enable foreign keys"))?;
+    // A transaction inside a group commit is a savepoint, whose journal of
+    // the pages it changed would spill to a temporary file past 64 KiB: a
+    // merchant's group of sales shares one. Kept in memory, it costs no I/O;
+    // the durability of the group is the WAL's.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(failed("cannot keep temporary files in memory"))?;
     migrate(&mut conn, schema)?;
     Ok(conn)
 }

@@ -282,6 +282,18 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
     };
     reused.body.request_id = first.body.request_id;
     group.push(MerchantRequest::Buy(reused));
+    // A second spend of the fourth buy's scrip, under a request id of its own.
+    let MerchantRequest::Buy(fourth) = &group[3] else {
+        unreachable!()
+    };
+    let mut double = fourth.body.clone();
+    double.request_id = RequestId::random(&mut sim.rng);
+    let double_spent = double.scrip.id();
+    let secret = licence
+        .customer_master
+        .customer_secret(&double.scrip.body.cust_id);
+    group.push(MerchantRequest::Buy(Proved::prove(double, &secret)));
+    group.push(buy(&mut sim));
 
     let m = &mut sim.merchants[tea];
     let answers = m
@@ -290,14 +302,16 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
 
     let delivered: Vec<_> = answers[..6]
         .iter()
+        .chain(&answers[8..])
         .map(|answer| match answer {
             MerchantResponse::ItemDelivered(d) => d.clone(),
             other => panic!("not delivered: {other:?}"),
         })
         .collect();
     let batch = &delivered[0].receipt.batch;
-    assert_eq!(batch.body.size, 5, "one leaf per sale, not per retry");
-    for (leaf, d) in delivered[..5].iter().enumerate() {
+    assert_eq!(batch.body.size, 6, "one leaf per sale, not per retry");
+    let sales = delivered[..5].iter().chain(&delivered[6..]);
+    for (leaf, d) in sales.enumerate() {
         assert_eq!(&d.receipt.batch, batch, "one signature for the group");
         assert_eq!(d.receipt.leaf, leaf as u64);
         scrip_core::merchant::verify_receipt(&d.receipt, &merchant).unwrap();
@@ -309,6 +323,22 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
             request: delivered[0].request_id
         })
     );
+    assert_eq!(
+        answers[7],
+        MerchantResponse::Refused(Refusal::DoubleSpend {
+            scrip: double_spent
+        }),
+        "a refusal inside the group leaves the sales around it"
+    );
+    let queued = {
+        use scrip_core::store::{MerchantStore, MerchantTx};
+        m.store
+            .begin()
+            .unwrap()
+            .queued_payment_records(100)
+            .unwrap()
+    };
+    assert_eq!(queued.len(), 6, "one payment record per sale");
     let again = m
         .merchant
         .answer_group(&mut m.store, sim.now, &mut sim.rng, &group[2..3]);
