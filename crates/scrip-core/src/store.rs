@@ -27,6 +27,14 @@ use crate::ledger::{LedgerAccount, Transfer};
 #[error("storage failed: {0}")]
 pub struct StoreError(pub String);
 
+impl StoreError {
+    /// A stored value that does not fit its type or does not decode: a
+    /// corrupt row, reported, never a panic. `what` names the value.
+    pub fn corrupt(what: &str) -> StoreError {
+        StoreError(format!("corrupt {what} in database"))
+    }
+}
+
 /// The result of marking a scrip id spent (or a payment recorded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spend {
@@ -154,6 +162,91 @@ pub struct BrokerSnapshot {
     pub intents: Vec<(RequestId, RequestId, Vec<u8>)>,
     /// Payments: merchant, scrip id key, the record's canonical bytes.
     pub payments: Vec<(MerchantId, Vec<u8>, Vec<u8>)>,
+}
+
+// ---- Stored values -----------------------------------------------------------
+//
+// The stores keep timestamps, account numbers and amounts as signed 64-bit
+// integers, and keys, ids and digests as bytes. These conversions serve every
+// store alike, so a value out of range is refused, and a corrupt one reported,
+// with the same error whichever database holds it.
+
+/// A value a store keeps as a signed 64-bit integer. The conversions
+/// themselves are the type's own (`TryFrom<i64>` and back, in `scrip-proto`);
+/// this adds the errors.
+pub trait StoredAsI64: Copy + std::fmt::Display + TryInto<i64> + TryFrom<i64> {
+    /// What the value is, in errors: "timestamp".
+    const NAME: &'static str;
+
+    /// The value as stored.
+    ///
+    /// # Errors
+    /// The value does not fit ("timestamp … is too large to store").
+    fn to_stored(self) -> Result<i64, StoreError> {
+        self.try_into()
+            .map_err(|_| StoreError(format!("{} {self} is too large to store", Self::NAME)))
+    }
+
+    /// The value read back.
+    ///
+    /// # Errors
+    /// The stored integer is out of the type's range: a corrupt row.
+    fn from_stored(value: i64) -> Result<Self, StoreError> {
+        Self::try_from(value).map_err(|_| StoreError::corrupt(Self::NAME))
+    }
+}
+
+impl StoredAsI64 for Timestamp {
+    const NAME: &'static str = "timestamp";
+}
+
+impl StoredAsI64 for AccountNumber {
+    const NAME: &'static str = "account number";
+}
+
+impl StoredAsI64 for Amount {
+    const NAME: &'static str = "amount";
+}
+
+/// A public key (a merchant id, a wallet's account key) read back from its bytes.
+///
+/// # Errors
+/// Not 32 bytes: a corrupt row.
+pub fn public_key_from_stored(bytes: &[u8]) -> Result<PublicKey, StoreError> {
+    bytes
+        .try_into()
+        .map(PublicKey)
+        .map_err(|_| StoreError::corrupt("public key"))
+}
+
+/// A request digest or a log hash read back from its bytes.
+///
+/// # Errors
+/// Not 32 bytes: a corrupt row.
+pub fn digest_from_stored(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt("request digest"))
+}
+
+/// A request id read back from its bytes.
+///
+/// # Errors
+/// Not 16 bytes: a corrupt row.
+pub fn request_id_from_stored(bytes: &[u8]) -> Result<RequestId, StoreError> {
+    bytes
+        .try_into()
+        .map(RequestId)
+        .map_err(|_| StoreError::corrupt("request id"))
+}
+
+/// A value read back from bytes written with [`scrip_proto::encode`]; `what` names it in the error.
+///
+/// # Errors
+/// The bytes do not decode: a corrupt row.
+pub fn decode_stored<T: BorshDeserialize>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    scrip_proto::decode(bytes)
+        .map_err(|error| StoreError(format!("corrupt {what} in database: {error}")))
 }
 
 /// Group commit: many steps, one durable commit.
@@ -402,4 +495,65 @@ pub trait WalletTx {
     fn add_receipt(&mut self, receipt: &WalletReceipt) -> Result<(), StoreError>;
     fn receipts(&mut self) -> Result<Vec<WalletReceipt>, StoreError>;
     fn commit(self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_integers_round_trip_and_out_of_range_is_refused_by_name() {
+        let at = Timestamp(1_700_000_000);
+        assert_eq!(Timestamp::from_stored(at.to_stored().unwrap()).unwrap(), at);
+        let number = AccountNumber(100_000_000_001);
+        assert_eq!(
+            AccountNumber::from_stored(number.to_stored().unwrap()).unwrap(),
+            number
+        );
+        assert_eq!(Amount::MAX.to_stored().unwrap(), i64::MAX);
+        assert_eq!(Amount::from_stored(i64::MAX).unwrap(), Amount::MAX);
+
+        let too_large = Timestamp(u64::MAX).to_stored().unwrap_err();
+        assert_eq!(
+            too_large.0,
+            "timestamp 18446744073709551615 is too large to store"
+        );
+        let too_large = AccountNumber(u64::MAX).to_stored().unwrap_err();
+        assert_eq!(
+            too_large.0,
+            "account number 18446744073709551615 is too large to store"
+        );
+        for (error, what) in [
+            (Timestamp::from_stored(-1).unwrap_err(), "timestamp"),
+            (
+                AccountNumber::from_stored(-1).unwrap_err(),
+                "account number",
+            ),
+            (Amount::from_stored(-1).unwrap_err(), "amount"),
+        ] {
+            assert_eq!(error.0, format!("corrupt {what} in database"));
+        }
+    }
+
+    #[test]
+    fn stored_bytes_of_the_wrong_length_are_corrupt() {
+        assert_eq!(
+            public_key_from_stored(&[7; 32]).unwrap(),
+            PublicKey([7; 32])
+        );
+        assert_eq!(
+            request_id_from_stored(&[7; 16]).unwrap(),
+            RequestId([7; 16])
+        );
+        assert_eq!(digest_from_stored(&[7; 32]).unwrap(), [7; 32]);
+        for error in [
+            public_key_from_stored(&[7; 31]).unwrap_err(),
+            request_id_from_stored(&[7; 17]).unwrap_err(),
+            digest_from_stored(&[]).unwrap_err(),
+            decode_stored::<Timestamp>(&[1], "timestamp").unwrap_err(),
+        ] {
+            assert!(error.0.starts_with("corrupt "), "{error}");
+            assert!(error.0.contains(" in database"), "{error}");
+        }
+    }
 }

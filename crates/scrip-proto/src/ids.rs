@@ -33,6 +33,22 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// A timestamp as a signed 64-bit integer, as databases keep it: fails past `i64::MAX` seconds.
+impl TryFrom<Timestamp> for i64 {
+    type Error = std::num::TryFromIntError;
+    fn try_from(at: Timestamp) -> Result<i64, Self::Error> {
+        i64::try_from(at.0)
+    }
+}
+
+/// A timestamp from a signed 64-bit integer: fails below zero.
+impl TryFrom<i64> for Timestamp {
+    type Error = std::num::TryFromIntError;
+    fn try_from(seconds: i64) -> Result<Timestamp, Self::Error> {
+        u64::try_from(seconds).map(Timestamp)
+    }
+}
+
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $len:expr) => {
         $(#[$doc])*
@@ -165,6 +181,24 @@ impl AccountNumber {
 impl fmt::Display for AccountNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+/// An account number as a signed 64-bit integer, as databases keep it:
+/// fails past `i64::MAX` (no number [`AccountNumber::random`] gives).
+impl TryFrom<AccountNumber> for i64 {
+    type Error = std::num::TryFromIntError;
+    fn try_from(number: AccountNumber) -> Result<i64, Self::Error> {
+        i64::try_from(number.0)
+    }
+}
+
+/// An account number from a signed 64-bit integer: fails below zero. Like
+/// the tuple constructor, it does not check for twelve digits.
+impl TryFrom<i64> for AccountNumber {
+    type Error = std::num::TryFromIntError;
+    fn try_from(number: i64) -> Result<AccountNumber, Self::Error> {
+        u64::try_from(number).map(AccountNumber)
     }
 }
 

@@ -4,15 +4,13 @@ use rusqlite::{params, OptionalExtension};
 
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
-    AccountLock, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow, MerchantRecord,
-    PaymentRow, PinFailures, Spend, StoreError, StoredResponse,
+    decode_stored, digest_from_stored, public_key_from_stored, request_id_from_stored, AccountLock,
+    AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow,
+    PinFailures, Spend, StoreError, StoredAsI64, StoredResponse,
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
-use crate::db::{
-    self, account_from_sql, account_to_sql, digest_from_sql, failed, insert_or_fail,
-    public_key_from_sql, timestamp_from_sql, timestamp_to_sql, Schema,
-};
+use crate::db::{self, failed, insert_or_fail, Schema};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "broker",
@@ -154,14 +152,14 @@ fn account_from_columns(
     (number, name, pin_hash, account_key, opened_at): AccountColumns,
 ) -> Result<AccountRecord, StoreError> {
     Ok(AccountRecord {
-        number: account_from_sql(number)?,
+        number: AccountNumber::from_stored(number)?,
         name,
         pin_hash,
         account_key: account_key
             .as_deref()
-            .map(public_key_from_sql)
+            .map(public_key_from_stored)
             .transpose()?,
-        opened_at: timestamp_from_sql(opened_at)?,
+        opened_at: Timestamp::from_stored(opened_at)?,
     })
 }
 
@@ -184,11 +182,11 @@ fn merchant_from_columns(
     (merchant, name, account, licence, registered_at): MerchantColumns,
 ) -> Result<MerchantRecord, StoreError> {
     Ok(MerchantRecord {
-        merchant: public_key_from_sql(&merchant)?,
+        merchant: public_key_from_stored(&merchant)?,
         name,
-        account: account_from_sql(account)?,
-        licence: db::decode(&licence, "merchant licence")?,
-        registered_at: timestamp_from_sql(registered_at)?,
+        account: AccountNumber::from_stored(account)?,
+        licence: decode_stored(&licence, "merchant licence")?,
+        registered_at: Timestamp::from_stored(registered_at)?,
     })
 }
 
@@ -237,7 +235,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn account(&mut self, number: AccountNumber) -> Result<Option<AccountRecord>, StoreError> {
-        let number = account_to_sql(number)?;
+        let number = number.to_stored()?;
         let columns = self
             .tx
             .prepare_cached(&format!(
@@ -249,8 +247,8 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn insert_account(&mut self, account: &AccountRecord) -> Result<(), StoreError> {
-        let number = account_to_sql(account.number)?;
-        let opened_at = timestamp_to_sql(account.opened_at)?;
+        let number = account.number.to_stored()?;
+        let opened_at = account.opened_at.to_stored()?;
         self.tx
             .prepare_cached(&format!(
                 "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
@@ -273,7 +271,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         number: AccountNumber,
         key: &PublicKey,
     ) -> Result<(), StoreError> {
-        let number = account_to_sql(number)?;
+        let number = number.to_stored()?;
         let updated = self
             .tx
             .prepare_cached("UPDATE accounts SET account_key = ?2 WHERE number = ?1")
@@ -303,7 +301,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn pin_failures(&mut self, account: AccountNumber) -> Result<PinFailures, StoreError> {
-        let number = account_to_sql(account)?;
+        let number = account.to_stored()?;
         let row: Option<(i64, Option<i64>, Option<i64>)> = self
             .tx
             .prepare_cached(
@@ -321,8 +319,8 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         let lock = match (locked_at, locked_until) {
             (None, None) => None,
             (Some(at), until) => Some(AccountLock {
-                at: timestamp_from_sql(at)?,
-                until: until.map(timestamp_from_sql).transpose()?,
+                at: Timestamp::from_stored(at)?,
+                until: until.map(Timestamp::from_stored).transpose()?,
             }),
             (None, Some(_)) => {
                 return Err(StoreError(
@@ -342,7 +340,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         account: AccountNumber,
         failures: &PinFailures,
     ) -> Result<(), StoreError> {
-        let number = account_to_sql(account)?;
+        let number = account.to_stored()?;
         if *failures == PinFailures::default() {
             return self
                 .tx
@@ -351,14 +349,11 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                 .map(drop)
                 .map_err(failed("cannot clear wrong PIN count"));
         }
-        let locked_at = failures
-            .lock
-            .map(|lock| timestamp_to_sql(lock.at))
-            .transpose()?;
+        let locked_at = failures.lock.map(|lock| lock.at.to_stored()).transpose()?;
         let locked_until = failures
             .lock
             .and_then(|lock| lock.until)
-            .map(timestamp_to_sql)
+            .map(Timestamp::to_stored)
             .transpose()?;
         self.tx
             .prepare_cached(
@@ -432,7 +427,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             .balance(&to)?
             .checked_add(amount)
             .ok_or_else(|| overflow(&to))?;
-        let at = timestamp_to_sql(transfer.at())?;
+        let at = transfer.at().to_stored()?;
         self.tx
             .prepare_cached(
                 "INSERT INTO journal (kind, from_account, to_account, amount, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -453,7 +448,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         insert_or_fail(
             &self.tx,
             "INSERT INTO spent_broker_scrip (id, expiry) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-            params![scrip.to_key(), timestamp_to_sql(expiry)?],
+            params![scrip.to_key(), expiry.to_stored()?],
             "cannot mark BrokerScrip spent",
         )
     }
@@ -467,8 +462,8 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn put_merchant(&mut self, merchant: &MerchantRecord) -> Result<(), StoreError> {
-        let account = account_to_sql(merchant.account)?;
-        let registered_at = timestamp_to_sql(merchant.registered_at)?;
+        let account = merchant.account.to_stored()?;
+        let registered_at = merchant.registered_at.to_stored()?;
         self.tx
             .prepare_cached(&format!(
                 "INSERT INTO merchants ({MERCHANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -569,7 +564,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                 payment.merchant.as_bytes(),
                 payment.record.buy.body.scrip.body.id.to_key(),
                 scrip_proto::encode(&payment.record),
-                timestamp_to_sql(payment.recorded_at)?
+                payment.recorded_at.to_stored()?
             ],
             "cannot record payment",
         )
@@ -600,7 +595,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                     .optional()
                     .map_err(failed("cannot read log hash"))?
                     .ok_or_else(|| StoreError(format!("log hash {index} is missing")))?;
-                digest_from_sql(&hash)
+                digest_from_stored(&hash)
             })
             .collect()
     }
@@ -701,7 +696,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         for row in all("SELECT idx, hash FROM log_hashes ORDER BY idx")? {
             snapshot.hashes.push((
                 int(&row[0], "log_hashes.idx")? as u64,
-                digest_from_sql(&blob(&row[1], "log_hashes.hash")?)?,
+                digest_from_stored(&blob(&row[1], "log_hashes.hash")?)?,
             ));
         }
         for row in all("SELECT size, note FROM checkpoints ORDER BY size")? {
@@ -730,10 +725,13 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         for row in all("SELECT number, pin_hash, account_key FROM accounts ORDER BY number")? {
             let key = match &row[2] {
                 Value::Null => None,
-                other => Some(public_key_from_sql(&blob(other, "accounts.account_key")?)?),
+                other => Some(public_key_from_stored(&blob(
+                    other,
+                    "accounts.account_key",
+                )?)?),
             };
             snapshot.accounts.push((
-                account_from_sql(int(&row[0], "accounts.number")?)?,
+                AccountNumber::from_stored(int(&row[0], "accounts.number")?)?,
                 text(&row[1], "accounts.pin_hash")?,
                 key,
             ));
@@ -746,7 +744,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             "SELECT account, failures, locked_at, locked_until FROM pin_failures ORDER BY account",
         )? {
             snapshot.pin_failures.push((
-                account_from_sql(int(&row[0], "pin_failures.account")?)?,
+                AccountNumber::from_stored(int(&row[0], "pin_failures.account")?)?,
                 int(&row[1], "pin_failures.failures")?,
                 optional_int(&row[2], "pin_failures.locked_at")?,
                 optional_int(&row[3], "pin_failures.locked_until")?,
@@ -760,28 +758,22 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         for row in all("SELECT merchant, account, name, licence FROM merchants ORDER BY merchant")?
         {
             snapshot.merchants.push((
-                public_key_from_sql(&blob(&row[0], "merchants.merchant")?)?,
-                account_from_sql(int(&row[1], "merchants.account")?)?,
+                public_key_from_stored(&blob(&row[0], "merchants.merchant")?)?,
+                AccountNumber::from_stored(int(&row[1], "merchants.account")?)?,
                 text(&row[2], "merchants.name")?,
                 blob(&row[3], "merchants.licence")?,
             ));
         }
-        let request_id = |bytes: Vec<u8>| -> Result<RequestId, StoreError> {
-            bytes
-                .try_into()
-                .map(RequestId)
-                .map_err(|_| StoreError("corrupt request id".into()))
-        };
         for row in all("SELECT request_id, buy_request, scrip FROM intents ORDER BY request_id")? {
             snapshot.intents.push((
-                request_id(blob(&row[0], "intents.request_id")?)?,
-                request_id(blob(&row[1], "intents.buy_request")?)?,
+                request_id_from_stored(&blob(&row[0], "intents.request_id")?)?,
+                request_id_from_stored(&blob(&row[1], "intents.buy_request")?)?,
                 blob(&row[2], "intents.scrip")?,
             ));
         }
         for row in all("SELECT merchant, scrip, record FROM payments ORDER BY merchant, scrip")? {
             snapshot.payments.push((
-                public_key_from_sql(&blob(&row[0], "payments.merchant")?)?,
+                public_key_from_stored(&blob(&row[0], "payments.merchant")?)?,
                 blob(&row[1], "payments.scrip")?,
                 blob(&row[2], "payments.record")?,
             ));
