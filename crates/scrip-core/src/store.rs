@@ -249,6 +249,153 @@ pub fn decode_stored<T: BorshDeserialize>(bytes: &[u8], what: &str) -> Result<T,
         .map_err(|error| StoreError(format!("corrupt {what} in database: {error}")))
 }
 
+// ---- Broker rows -------------------------------------------------------------
+//
+// The broker stores keep the same tables; these build the core's values from a
+// row's stored columns (and back), once for every store, so a corrupt row is
+// the same error everywhere.
+
+impl AccountRecord {
+    /// An account from its stored columns: number, name, PIN hash, bound key, opened at.
+    ///
+    /// # Errors
+    /// A column out of range: a corrupt row.
+    pub fn from_stored(
+        number: i64,
+        name: String,
+        pin_hash: String,
+        account_key: Option<&[u8]>,
+        opened_at: i64,
+    ) -> Result<AccountRecord, StoreError> {
+        Ok(AccountRecord {
+            number: AccountNumber::from_stored(number)?,
+            name,
+            pin_hash,
+            account_key: account_key.map(public_key_from_stored).transpose()?,
+            opened_at: Timestamp::from_stored(opened_at)?,
+        })
+    }
+}
+
+impl MerchantRecord {
+    /// A merchant from its stored columns: id, name, account, licence bytes, registered at.
+    ///
+    /// # Errors
+    /// A column out of range or a licence that does not decode: a corrupt row.
+    pub fn from_stored(
+        merchant: &[u8],
+        name: String,
+        account: i64,
+        licence: &[u8],
+        registered_at: i64,
+    ) -> Result<MerchantRecord, StoreError> {
+        Ok(MerchantRecord {
+            merchant: public_key_from_stored(merchant)?,
+            name,
+            account: AccountNumber::from_stored(account)?,
+            licence: decode_stored(licence, "merchant licence")?,
+            registered_at: Timestamp::from_stored(registered_at)?,
+        })
+    }
+}
+
+impl PinFailures {
+    /// An account's wrong PINs from their stored columns: count, locked at, locked until.
+    ///
+    /// # Errors
+    /// A count or time out of range, or an end of the lock without a start: a corrupt row.
+    pub fn from_stored(
+        count: i64,
+        locked_at: Option<i64>,
+        locked_until: Option<i64>,
+    ) -> Result<PinFailures, StoreError> {
+        let lock = match (locked_at, locked_until) {
+            (None, None) => None,
+            (Some(at), until) => Some(AccountLock {
+                at: Timestamp::from_stored(at)?,
+                until: until.map(Timestamp::from_stored).transpose()?,
+            }),
+            (None, Some(_)) => {
+                return Err(StoreError(
+                    "corrupt account lock in database: an end without a start".into(),
+                ))
+            }
+        };
+        Ok(PinFailures {
+            count: u32::try_from(count).map_err(|_| StoreError::corrupt("wrong PIN count"))?,
+            lock,
+        })
+    }
+
+    /// The lock as stored: locked at and locked until, each `None` where there is none.
+    ///
+    /// # Errors
+    /// A time too large to store.
+    pub fn lock_to_stored(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let locked_at = self.lock.map(|lock| lock.at.to_stored()).transpose()?;
+        let locked_until = self
+            .lock
+            .and_then(|lock| lock.until)
+            .map(Timestamp::to_stored)
+            .transpose()?;
+        Ok((locked_at, locked_until))
+    }
+}
+
+/// A ledger account read back from its stored key (its `Display` form).
+///
+/// # Errors
+/// The key names no ledger account: a corrupt row.
+pub fn ledger_account_from_stored(key: &str) -> Result<LedgerAccount, StoreError> {
+    key.parse()
+        .map_err(|_| StoreError::corrupt("ledger account key"))
+}
+
+/// The balances of the transfer's two accounts once it is posted, from
+/// their balances before: what a store writes, checked before it writes
+/// anything, so a failed post leaves the transaction as it was.
+///
+/// # Errors
+/// A balance would leave the range of `i64`.
+pub fn balances_after(
+    transfer: &Transfer,
+    from_balance: i64,
+    to_balance: i64,
+) -> Result<(i64, i64), StoreError> {
+    let amount = transfer.amount().as_i64();
+    let overflow = |account: &LedgerAccount| {
+        StoreError(format!(
+            "cannot post transfer: balance of {account} would overflow"
+        ))
+    };
+    Ok((
+        from_balance
+            .checked_sub(amount)
+            .ok_or_else(|| overflow(&transfer.from()))?,
+        to_balance
+            .checked_add(amount)
+            .ok_or_else(|| overflow(&transfer.to()))?,
+    ))
+}
+
+impl BrokerSnapshot {
+    /// Appends the log leaf stored with `seq`, which must be the next:
+    /// the log's leaves are numbered from one without a gap.
+    ///
+    /// # Errors
+    /// `seq` is not the next: the log has a gap or is out of order.
+    pub fn push_leaf(&mut self, seq: i64, leaf: Vec<u8>) -> Result<(), StoreError> {
+        let expected = i64::try_from(self.leaves.len()).map_or(i64::MAX, |n| n.saturating_add(1));
+        if seq != expected {
+            return Err(StoreError(format!(
+                "the log has a gap or reordering at events.seq {seq} (expected {expected})"
+            )));
+        }
+        self.leaves.push(leaf);
+        Ok(())
+    }
+}
+
 /// Group commit: many steps, one durable commit.
 ///
 /// Between [`begin_group`](Self::begin_group) and
@@ -533,6 +680,41 @@ mod tests {
         ] {
             assert_eq!(error.0, format!("corrupt {what} in database"));
         }
+    }
+
+    #[test]
+    fn pin_failures_round_trip_and_a_lock_needs_a_start() {
+        let locked = PinFailures {
+            count: 3,
+            lock: Some(AccountLock {
+                at: Timestamp(10),
+                until: Some(Timestamp(70)),
+            }),
+        };
+        let (at, until) = locked.lock_to_stored().unwrap();
+        assert_eq!((at, until), (Some(10), Some(70)));
+        assert_eq!(PinFailures::from_stored(3, at, until).unwrap(), locked);
+        assert_eq!(
+            PinFailures::default().lock_to_stored().unwrap(),
+            (None, None)
+        );
+        let error = PinFailures::from_stored(3, None, Some(70)).unwrap_err();
+        assert!(error.0.contains("an end without a start"), "{error}");
+        let error = PinFailures::from_stored(-1, None, None).unwrap_err();
+        assert_eq!(error.0, "corrupt wrong PIN count in database");
+    }
+
+    #[test]
+    fn a_snapshot_refuses_a_gap_in_the_leaves() {
+        let mut snapshot = BrokerSnapshot::default();
+        snapshot.push_leaf(1, vec![1]).unwrap();
+        snapshot.push_leaf(2, vec![2]).unwrap();
+        let error = snapshot.push_leaf(4, vec![4]).unwrap_err();
+        assert_eq!(
+            error.0,
+            "the log has a gap or reordering at events.seq 4 (expected 3)"
+        );
+        assert_eq!(snapshot.leaves, vec![vec![1], vec![2]]);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use postgres::Row;
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
-    decode_stored, digest_from_stored, public_key_from_stored, request_id_from_stored, AccountLock,
-    AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, GroupCommit, IntentRow, MerchantRecord,
-    PaymentRow, PinFailures, Spend, StoreError, StoredAsI64, StoredResponse,
+    balances_after, digest_from_stored, ledger_account_from_stored, public_key_from_stored,
+    request_id_from_stored, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, GroupCommit,
+    IntentRow, MerchantRecord, PaymentRow, PinFailures, Spend, StoreError, StoredAsI64,
+    StoredResponse,
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
@@ -205,16 +206,13 @@ macro_rules! account_columns {
 
 fn account_from_row(row: &Row) -> Result<AccountRecord, StoreError> {
     let account_key: Option<Vec<u8>> = get(row, 3, "account key")?;
-    Ok(AccountRecord {
-        number: AccountNumber::from_stored(get(row, 0, "account number")?)?,
-        name: get(row, 1, "account name")?,
-        pin_hash: get(row, 2, "PIN hash")?,
-        account_key: account_key
-            .as_deref()
-            .map(public_key_from_stored)
-            .transpose()?,
-        opened_at: Timestamp::from_stored(get(row, 4, "timestamp")?)?,
-    })
+    AccountRecord::from_stored(
+        get(row, 0, "account number")?,
+        get(row, 1, "account name")?,
+        get(row, 2, "PIN hash")?,
+        account_key.as_deref(),
+        get(row, 4, "timestamp")?,
+    )
 }
 
 /// The columns of a `merchants` row, in the order [`merchant_from_row`] reads them.
@@ -225,16 +223,13 @@ macro_rules! merchant_columns {
 }
 
 fn merchant_from_row(row: &Row) -> Result<MerchantRecord, StoreError> {
-    Ok(MerchantRecord {
-        merchant: public_key_from_stored(&get::<Vec<u8>>(row, 0, "merchant id")?)?,
-        name: get(row, 1, "merchant name")?,
-        account: AccountNumber::from_stored(get(row, 2, "account number")?)?,
-        licence: decode_stored(
-            &get::<Vec<u8>>(row, 3, "merchant licence")?,
-            "merchant licence",
-        )?,
-        registered_at: Timestamp::from_stored(get(row, 4, "timestamp")?)?,
-    })
+    MerchantRecord::from_stored(
+        &get::<Vec<u8>>(row, 0, "merchant id")?,
+        get(row, 1, "merchant name")?,
+        get(row, 2, "account number")?,
+        &get::<Vec<u8>>(row, 3, "merchant licence")?,
+        get(row, 4, "timestamp")?,
+    )
 }
 
 impl PgBrokerTx<'_> {
@@ -408,25 +403,11 @@ impl BrokerTx for PgBrokerTx<'_> {
         else {
             return Ok(PinFailures::default());
         };
-        let count: i64 = get(&row, 0, "wrong PIN count")?;
-        let locked_at: Option<i64> = get(&row, 1, "account lock")?;
-        let locked_until: Option<i64> = get(&row, 2, "account lock")?;
-        let lock = match (locked_at, locked_until) {
-            (None, None) => None,
-            (Some(at), until) => Some(AccountLock {
-                at: Timestamp::from_stored(at)?,
-                until: until.map(Timestamp::from_stored).transpose()?,
-            }),
-            (None, Some(_)) => {
-                return Err(StoreError(
-                    "corrupt account lock in database: an end without a start".into(),
-                ))
-            }
-        };
-        Ok(PinFailures {
-            count: u32::try_from(count).map_err(|_| StoreError::corrupt("wrong PIN count"))?,
-            lock,
-        })
+        PinFailures::from_stored(
+            get(&row, 0, "wrong PIN count")?,
+            get(&row, 1, "account lock")?,
+            get(&row, 2, "account lock")?,
+        )
     }
 
     fn put_pin_failures(
@@ -445,12 +426,7 @@ impl BrokerTx for PgBrokerTx<'_> {
                 )
                 .map(drop);
         }
-        let locked_at = failures.lock.map(|lock| lock.at.to_stored()).transpose()?;
-        let locked_until = failures
-            .lock
-            .and_then(|lock| lock.until)
-            .map(Timestamp::to_stored)
-            .transpose()?;
+        let (locked_at, locked_until) = failures.lock_to_stored()?;
         self.tx
             .execute(
                 "INSERT INTO pin_failures (account, failures, locked_at, locked_until)
@@ -489,9 +465,8 @@ impl BrokerTx for PgBrokerTx<'_> {
             )?
             .iter()
             .map(|row| {
-                let account = get::<String>(row, 0, "ledger account key")?
-                    .parse()
-                    .map_err(|_| StoreError::corrupt("ledger account key"))?;
+                let account =
+                    ledger_account_from_stored(&get::<String>(row, 0, "ledger account key")?)?;
                 Ok((account, get(row, 1, "balance")?))
             })
             .collect()
@@ -501,20 +476,9 @@ impl BrokerTx for PgBrokerTx<'_> {
     /// leaves the transaction as it was.
     fn post(&mut self, transfer: &Transfer) -> Result<(), StoreError> {
         let (from, to) = (transfer.from(), transfer.to());
+        let (from_balance, to_balance) =
+            balances_after(transfer, self.balance(&from)?, self.balance(&to)?)?;
         let amount = transfer.amount().as_i64();
-        let overflow = |account: &LedgerAccount| {
-            StoreError(format!(
-                "cannot post transfer: balance of {account} would overflow"
-            ))
-        };
-        let from_balance = self
-            .balance(&from)?
-            .checked_sub(amount)
-            .ok_or_else(|| overflow(&from))?;
-        let to_balance = self
-            .balance(&to)?
-            .checked_add(amount)
-            .ok_or_else(|| overflow(&to))?;
         let at = transfer.at().to_stored()?;
         // The next seq is exact: the writer lock keeps every other step out.
         self.tx.execute(
@@ -766,19 +730,8 @@ impl BrokerTx for PgBrokerTx<'_> {
     /// the tables are read.
     fn snapshot(&mut self) -> Result<BrokerSnapshot, StoreError> {
         let mut snapshot = BrokerSnapshot::default();
-        for (position, row) in self
-            .audit_rows("SELECT seq, bytes FROM events ORDER BY seq")?
-            .iter()
-            .enumerate()
-        {
-            let seq: i64 = get(row, 0, "events.seq")?;
-            let expected = i64::try_from(position).map_or(i64::MAX, |p| p.saturating_add(1));
-            if seq != expected {
-                return Err(StoreError(format!(
-                    "the log has a gap or reordering at events.seq {seq} (expected {expected})"
-                )));
-            }
-            snapshot.leaves.push(get(row, 1, "events.bytes")?);
+        for row in self.audit_rows("SELECT seq, bytes FROM events ORDER BY seq")? {
+            snapshot.push_leaf(get(&row, 0, "events.seq")?, get(&row, 1, "events.bytes")?)?;
         }
         for row in self.audit_rows("SELECT idx, hash FROM log_hashes ORDER BY idx")? {
             snapshot.hashes.push((

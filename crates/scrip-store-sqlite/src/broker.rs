@@ -4,9 +4,9 @@ use rusqlite::{params, OptionalExtension};
 
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
-    decode_stored, digest_from_stored, public_key_from_stored, request_id_from_stored, AccountLock,
-    AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow, MerchantRecord, PaymentRow,
-    PinFailures, Spend, StoreError, StoredAsI64, StoredResponse,
+    balances_after, digest_from_stored, ledger_account_from_stored, public_key_from_stored,
+    request_id_from_stored, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow,
+    MerchantRecord, PaymentRow, PinFailures, Spend, StoreError, StoredAsI64, StoredResponse,
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
@@ -151,16 +151,7 @@ fn account_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountColumns> 
 fn account_from_columns(
     (number, name, pin_hash, account_key, opened_at): AccountColumns,
 ) -> Result<AccountRecord, StoreError> {
-    Ok(AccountRecord {
-        number: AccountNumber::from_stored(number)?,
-        name,
-        pin_hash,
-        account_key: account_key
-            .as_deref()
-            .map(public_key_from_stored)
-            .transpose()?,
-        opened_at: Timestamp::from_stored(opened_at)?,
-    })
+    AccountRecord::from_stored(number, name, pin_hash, account_key.as_deref(), opened_at)
 }
 
 /// The raw columns of a `merchants` row.
@@ -181,13 +172,7 @@ fn merchant_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<MerchantColumns
 fn merchant_from_columns(
     (merchant, name, account, licence, registered_at): MerchantColumns,
 ) -> Result<MerchantRecord, StoreError> {
-    Ok(MerchantRecord {
-        merchant: public_key_from_stored(&merchant)?,
-        name,
-        account: AccountNumber::from_stored(account)?,
-        licence: decode_stored(&licence, "merchant licence")?,
-        registered_at: Timestamp::from_stored(registered_at)?,
-    })
+    MerchantRecord::from_stored(&merchant, name, account, &licence, registered_at)
 }
 
 impl SqliteBrokerTx<'_> {
@@ -316,23 +301,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         let Some((count, locked_at, locked_until)) = row else {
             return Ok(PinFailures::default());
         };
-        let lock = match (locked_at, locked_until) {
-            (None, None) => None,
-            (Some(at), until) => Some(AccountLock {
-                at: Timestamp::from_stored(at)?,
-                until: until.map(Timestamp::from_stored).transpose()?,
-            }),
-            (None, Some(_)) => {
-                return Err(StoreError(
-                    "corrupt account lock in database: an end without a start".into(),
-                ))
-            }
-        };
-        Ok(PinFailures {
-            count: u32::try_from(count)
-                .map_err(|_| StoreError("corrupt wrong PIN count in database".into()))?,
-            lock,
-        })
+        PinFailures::from_stored(count, locked_at, locked_until)
     }
 
     fn put_pin_failures(
@@ -349,12 +318,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                 .map(drop)
                 .map_err(failed("cannot clear wrong PIN count"));
         }
-        let locked_at = failures.lock.map(|lock| lock.at.to_stored()).transpose()?;
-        let locked_until = failures
-            .lock
-            .and_then(|lock| lock.until)
-            .map(Timestamp::to_stored)
-            .transpose()?;
+        let (locked_at, locked_until) = failures.lock_to_stored()?;
         self.tx
             .prepare_cached(
                 "INSERT INTO pin_failures (account, failures, locked_at, locked_until)
@@ -400,12 +364,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             })
             .map_err(failed("cannot list balances"))?;
         rows.into_iter()
-            .map(|(key, balance)| {
-                let account = key
-                    .parse()
-                    .map_err(|_| StoreError("corrupt ledger account key in database".into()))?;
-                Ok((account, balance))
-            })
+            .map(|(key, balance)| Ok((ledger_account_from_stored(&key)?, balance)))
             .collect()
     }
 
@@ -413,20 +372,9 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     /// leaves the transaction as it was.
     fn post(&mut self, transfer: &Transfer) -> Result<(), StoreError> {
         let (from, to) = (transfer.from(), transfer.to());
+        let (from_balance, to_balance) =
+            balances_after(transfer, self.balance(&from)?, self.balance(&to)?)?;
         let amount = transfer.amount().as_i64();
-        let overflow = |account: &LedgerAccount| {
-            StoreError(format!(
-                "cannot post transfer: balance of {account} would overflow"
-            ))
-        };
-        let from_balance = self
-            .balance(&from)?
-            .checked_sub(amount)
-            .ok_or_else(|| overflow(&from))?;
-        let to_balance = self
-            .balance(&to)?
-            .checked_add(amount)
-            .ok_or_else(|| overflow(&to))?;
         let at = transfer.at().to_stored()?;
         self.tx
             .prepare_cached(
@@ -680,18 +628,8 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             _ => Err(StoreError(format!("corrupt {what}: not text"))),
         };
         let mut snapshot = BrokerSnapshot::default();
-        for (position, row) in all("SELECT seq, bytes FROM events ORDER BY seq")?
-            .iter()
-            .enumerate()
-        {
-            let seq = int(&row[0], "events.seq")?;
-            if seq != position as i64 + 1 {
-                return Err(StoreError(format!(
-                    "the log has a gap or reordering at events.seq {seq} (expected {})",
-                    position + 1
-                )));
-            }
-            snapshot.leaves.push(blob(&row[1], "events.bytes")?);
+        for row in all("SELECT seq, bytes FROM events ORDER BY seq")? {
+            snapshot.push_leaf(int(&row[0], "events.seq")?, blob(&row[1], "events.bytes")?)?;
         }
         for row in all("SELECT idx, hash FROM log_hashes ORDER BY idx")? {
             snapshot.hashes.push((
@@ -792,6 +730,7 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use scrip_core::ledger::TransferKind;
+    use scrip_core::store::AccountLock;
 
     use super::*;
     use crate::fixtures::*;
