@@ -33,21 +33,28 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// A timestamp as a signed 64-bit integer, as databases keep it: fails past `i64::MAX` seconds.
-impl TryFrom<Timestamp> for i64 {
-    type Error = std::num::TryFromIntError;
-    fn try_from(at: Timestamp) -> Result<i64, Self::Error> {
-        i64::try_from(at.0)
-    }
+/// Converts a `u64` newtype to and from a signed 64-bit integer, as databases
+/// keep it: a value past `i64::MAX` does not fit, and a negative integer is
+/// no value of the type.
+macro_rules! i64_conversions {
+    ($name:ident) => {
+        impl TryFrom<$name> for i64 {
+            type Error = std::num::TryFromIntError;
+            fn try_from(value: $name) -> Result<i64, Self::Error> {
+                i64::try_from(value.0)
+            }
+        }
+
+        impl TryFrom<i64> for $name {
+            type Error = std::num::TryFromIntError;
+            fn try_from(value: i64) -> Result<$name, Self::Error> {
+                u64::try_from(value).map($name)
+            }
+        }
+    };
 }
 
-/// A timestamp from a signed 64-bit integer: fails below zero.
-impl TryFrom<i64> for Timestamp {
-    type Error = std::num::TryFromIntError;
-    fn try_from(seconds: i64) -> Result<Timestamp, Self::Error> {
-        u64::try_from(seconds).map(Timestamp)
-    }
-}
+i64_conversions!(Timestamp);
 
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $len:expr) => {
@@ -184,23 +191,9 @@ impl fmt::Display for AccountNumber {
     }
 }
 
-/// An account number as a signed 64-bit integer, as databases keep it:
-/// fails past `i64::MAX` (no number [`AccountNumber::random`] gives).
-impl TryFrom<AccountNumber> for i64 {
-    type Error = std::num::TryFromIntError;
-    fn try_from(number: AccountNumber) -> Result<i64, Self::Error> {
-        i64::try_from(number.0)
-    }
-}
-
-/// An account number from a signed 64-bit integer: fails below zero. Like
-/// the tuple constructor, it does not check for twelve digits.
-impl TryFrom<i64> for AccountNumber {
-    type Error = std::num::TryFromIntError;
-    fn try_from(number: i64) -> Result<AccountNumber, Self::Error> {
-        u64::try_from(number).map(AccountNumber)
-    }
-}
+// No number `AccountNumber::random` gives is past `i64::MAX`. Like the tuple
+// constructor, the conversion from `i64` does not check for twelve digits.
+i64_conversions!(AccountNumber);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not an account number: account numbers are twelve digits from 100000000000 to 999999999999")]
