@@ -27,6 +27,14 @@ use crate::ledger::{LedgerAccount, Transfer};
 #[error("storage failed: {0}")]
 pub struct StoreError(pub String);
 
+impl StoreError {
+    /// A stored value that does not fit its type or does not decode: a
+    /// corrupt row, reported, never a panic. `what` names the value.
+    pub fn corrupt(what: &str) -> StoreError {
+        StoreError(format!("corrupt {what} in database"))
+    }
+}
+
 /// The result of marking a scrip id spent (or a payment recorded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spend {
@@ -154,6 +162,238 @@ pub struct BrokerSnapshot {
     pub intents: Vec<(RequestId, RequestId, Vec<u8>)>,
     /// Payments: merchant, scrip id key, the record's canonical bytes.
     pub payments: Vec<(MerchantId, Vec<u8>, Vec<u8>)>,
+}
+
+// ---- Stored values -----------------------------------------------------------
+//
+// The stores keep timestamps, account numbers and amounts as signed 64-bit
+// integers, and keys, ids and digests as bytes. These conversions serve every
+// store alike, so a value out of range is refused, and a corrupt one reported,
+// with the same error whichever database holds it.
+
+/// A value a store keeps as a signed 64-bit integer. The conversions
+/// themselves are the type's own (`TryFrom<i64>` and back, in `scrip-proto`);
+/// this adds the errors.
+pub trait StoredAsI64: Copy + std::fmt::Display + TryInto<i64> + TryFrom<i64> {
+    /// What the value is, in errors: "timestamp".
+    const NAME: &'static str;
+
+    /// The value as stored.
+    ///
+    /// # Errors
+    /// The value does not fit ("timestamp … is too large to store").
+    fn to_stored(self) -> Result<i64, StoreError> {
+        self.try_into()
+            .map_err(|_| StoreError(format!("{} {self} is too large to store", Self::NAME)))
+    }
+
+    /// The value read back.
+    ///
+    /// # Errors
+    /// The stored integer is out of the type's range: a corrupt row.
+    fn from_stored(value: i64) -> Result<Self, StoreError> {
+        Self::try_from(value).map_err(|_| StoreError::corrupt(Self::NAME))
+    }
+}
+
+impl StoredAsI64 for Timestamp {
+    const NAME: &'static str = "timestamp";
+}
+
+impl StoredAsI64 for AccountNumber {
+    const NAME: &'static str = "account number";
+}
+
+impl StoredAsI64 for Amount {
+    const NAME: &'static str = "amount";
+}
+
+/// A public key (a merchant id, a wallet's account key) read back from its bytes.
+///
+/// # Errors
+/// Not 32 bytes: a corrupt row.
+pub fn public_key_from_stored(bytes: &[u8]) -> Result<PublicKey, StoreError> {
+    bytes
+        .try_into()
+        .map(PublicKey)
+        .map_err(|_| StoreError::corrupt("public key"))
+}
+
+/// A request digest or a log hash read back from its bytes.
+///
+/// # Errors
+/// Not 32 bytes: a corrupt row.
+pub fn digest_from_stored(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt("request digest"))
+}
+
+/// A request id read back from its bytes.
+///
+/// # Errors
+/// Not 16 bytes: a corrupt row.
+pub fn request_id_from_stored(bytes: &[u8]) -> Result<RequestId, StoreError> {
+    bytes
+        .try_into()
+        .map(RequestId)
+        .map_err(|_| StoreError::corrupt("request id"))
+}
+
+/// A value read back from bytes written with [`scrip_proto::encode`]; `what` names it in the error.
+///
+/// # Errors
+/// The bytes do not decode: a corrupt row.
+pub fn decode_stored<T: BorshDeserialize>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    scrip_proto::decode(bytes)
+        .map_err(|error| StoreError(format!("corrupt {what} in database: {error}")))
+}
+
+// ---- Broker rows -------------------------------------------------------------
+//
+// The broker stores keep the same tables; these build the core's values from a
+// row's stored columns (and back), once for every store, so a corrupt row is
+// the same error everywhere.
+
+impl AccountRecord {
+    /// An account from its stored columns: number, name, PIN hash, bound key, opened at.
+    ///
+    /// # Errors
+    /// A column out of range: a corrupt row.
+    pub fn from_stored(
+        number: i64,
+        name: String,
+        pin_hash: String,
+        account_key: Option<&[u8]>,
+        opened_at: i64,
+    ) -> Result<AccountRecord, StoreError> {
+        Ok(AccountRecord {
+            number: AccountNumber::from_stored(number)?,
+            name,
+            pin_hash,
+            account_key: account_key.map(public_key_from_stored).transpose()?,
+            opened_at: Timestamp::from_stored(opened_at)?,
+        })
+    }
+}
+
+impl MerchantRecord {
+    /// A merchant from its stored columns: id, name, account, licence bytes, registered at.
+    ///
+    /// # Errors
+    /// A column out of range or a licence that does not decode: a corrupt row.
+    pub fn from_stored(
+        merchant: &[u8],
+        name: String,
+        account: i64,
+        licence: &[u8],
+        registered_at: i64,
+    ) -> Result<MerchantRecord, StoreError> {
+        Ok(MerchantRecord {
+            merchant: public_key_from_stored(merchant)?,
+            name,
+            account: AccountNumber::from_stored(account)?,
+            licence: decode_stored(licence, "merchant licence")?,
+            registered_at: Timestamp::from_stored(registered_at)?,
+        })
+    }
+}
+
+impl PinFailures {
+    /// An account's wrong PINs from their stored columns: count, locked at, locked until.
+    ///
+    /// # Errors
+    /// A count or time out of range, or an end of the lock without a start: a corrupt row.
+    pub fn from_stored(
+        count: i64,
+        locked_at: Option<i64>,
+        locked_until: Option<i64>,
+    ) -> Result<PinFailures, StoreError> {
+        let lock = match (locked_at, locked_until) {
+            (None, None) => None,
+            (Some(at), until) => Some(AccountLock {
+                at: Timestamp::from_stored(at)?,
+                until: until.map(Timestamp::from_stored).transpose()?,
+            }),
+            (None, Some(_)) => {
+                return Err(StoreError(
+                    "corrupt account lock in database: an end without a start".into(),
+                ))
+            }
+        };
+        Ok(PinFailures {
+            count: u32::try_from(count).map_err(|_| StoreError::corrupt("wrong PIN count"))?,
+            lock,
+        })
+    }
+
+    /// The lock as stored: locked at and locked until, each `None` where there is none.
+    ///
+    /// # Errors
+    /// A time too large to store.
+    pub fn lock_to_stored(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let locked_at = self.lock.map(|lock| lock.at.to_stored()).transpose()?;
+        let locked_until = self
+            .lock
+            .and_then(|lock| lock.until)
+            .map(Timestamp::to_stored)
+            .transpose()?;
+        Ok((locked_at, locked_until))
+    }
+}
+
+/// A ledger account read back from its stored key (its `Display` form).
+///
+/// # Errors
+/// The key names no ledger account: a corrupt row.
+pub fn ledger_account_from_stored(key: &str) -> Result<LedgerAccount, StoreError> {
+    key.parse()
+        .map_err(|_| StoreError::corrupt("ledger account key"))
+}
+
+/// The balances of the transfer's two accounts once it is posted, from
+/// their balances before: what a store writes, checked before it writes
+/// anything, so a failed post leaves the transaction as it was.
+///
+/// # Errors
+/// A balance would leave the range of `i64`.
+pub fn balances_after(
+    transfer: &Transfer,
+    from_balance: i64,
+    to_balance: i64,
+) -> Result<(i64, i64), StoreError> {
+    let amount = transfer.amount().as_i64();
+    let overflow = |account: &LedgerAccount| {
+        StoreError(format!(
+            "cannot post transfer: balance of {account} would overflow"
+        ))
+    };
+    Ok((
+        from_balance
+            .checked_sub(amount)
+            .ok_or_else(|| overflow(&transfer.from()))?,
+        to_balance
+            .checked_add(amount)
+            .ok_or_else(|| overflow(&transfer.to()))?,
+    ))
+}
+
+impl BrokerSnapshot {
+    /// Appends the log leaf stored with `seq`, which must be the next:
+    /// the log's leaves are numbered from one without a gap.
+    ///
+    /// # Errors
+    /// `seq` is not the next: the log has a gap or is out of order.
+    pub fn push_leaf(&mut self, seq: i64, leaf: Vec<u8>) -> Result<(), StoreError> {
+        let expected = i64::try_from(self.leaves.len()).map_or(i64::MAX, |n| n.saturating_add(1));
+        if seq != expected {
+            return Err(StoreError(format!(
+                "the log has a gap or reordering at events.seq {seq} (expected {expected})"
+            )));
+        }
+        self.leaves.push(leaf);
+        Ok(())
+    }
 }
 
 /// Group commit: many steps, one durable commit.
@@ -406,4 +646,100 @@ pub trait WalletTx {
     fn add_receipt(&mut self, receipt: &WalletReceipt) -> Result<(), StoreError>;
     fn receipts(&mut self) -> Result<Vec<WalletReceipt>, StoreError>;
     fn commit(self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_integers_round_trip_and_out_of_range_is_refused_by_name() {
+        let at = Timestamp(1_700_000_000);
+        assert_eq!(Timestamp::from_stored(at.to_stored().unwrap()).unwrap(), at);
+        let number = AccountNumber(100_000_000_001);
+        assert_eq!(
+            AccountNumber::from_stored(number.to_stored().unwrap()).unwrap(),
+            number
+        );
+        assert_eq!(Amount::MAX.to_stored().unwrap(), i64::MAX);
+        assert_eq!(Amount::from_stored(i64::MAX).unwrap(), Amount::MAX);
+
+        let too_large = Timestamp(u64::MAX).to_stored().unwrap_err();
+        assert_eq!(
+            too_large.0,
+            "timestamp 18446744073709551615 is too large to store"
+        );
+        let too_large = AccountNumber(u64::MAX).to_stored().unwrap_err();
+        assert_eq!(
+            too_large.0,
+            "account number 18446744073709551615 is too large to store"
+        );
+        for (error, what) in [
+            (Timestamp::from_stored(-1).unwrap_err(), "timestamp"),
+            (
+                AccountNumber::from_stored(-1).unwrap_err(),
+                "account number",
+            ),
+            (Amount::from_stored(-1).unwrap_err(), "amount"),
+        ] {
+            assert_eq!(error.0, format!("corrupt {what} in database"));
+        }
+    }
+
+    #[test]
+    fn pin_failures_round_trip_and_a_lock_needs_a_start() {
+        let locked = PinFailures {
+            count: 3,
+            lock: Some(AccountLock {
+                at: Timestamp(10),
+                until: Some(Timestamp(70)),
+            }),
+        };
+        let (at, until) = locked.lock_to_stored().unwrap();
+        assert_eq!((at, until), (Some(10), Some(70)));
+        assert_eq!(PinFailures::from_stored(3, at, until).unwrap(), locked);
+        assert_eq!(
+            PinFailures::default().lock_to_stored().unwrap(),
+            (None, None)
+        );
+        let error = PinFailures::from_stored(3, None, Some(70)).unwrap_err();
+        assert!(error.0.contains("an end without a start"), "{error}");
+        let error = PinFailures::from_stored(-1, None, None).unwrap_err();
+        assert_eq!(error.0, "corrupt wrong PIN count in database");
+    }
+
+    #[test]
+    fn a_snapshot_refuses_a_gap_in_the_leaves() {
+        let mut snapshot = BrokerSnapshot::default();
+        snapshot.push_leaf(1, vec![1]).unwrap();
+        snapshot.push_leaf(2, vec![2]).unwrap();
+        let error = snapshot.push_leaf(4, vec![4]).unwrap_err();
+        assert_eq!(
+            error.0,
+            "the log has a gap or reordering at events.seq 4 (expected 3)"
+        );
+        assert_eq!(snapshot.leaves, vec![vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn stored_bytes_of_the_wrong_length_are_corrupt() {
+        assert_eq!(
+            public_key_from_stored(&[7; 32]).unwrap(),
+            PublicKey([7; 32])
+        );
+        assert_eq!(
+            request_id_from_stored(&[7; 16]).unwrap(),
+            RequestId([7; 16])
+        );
+        assert_eq!(digest_from_stored(&[7; 32]).unwrap(), [7; 32]);
+        for error in [
+            public_key_from_stored(&[7; 31]).unwrap_err(),
+            request_id_from_stored(&[7; 17]).unwrap_err(),
+            digest_from_stored(&[]).unwrap_err(),
+            decode_stored::<Timestamp>(&[1], "timestamp").unwrap_err(),
+        ] {
+            assert!(error.0.starts_with("corrupt "), "{error}");
+            assert!(error.0.contains(" in database"), "{error}");
+        }
+    }
 }

@@ -62,6 +62,23 @@ impl Amount {
     }
 }
 
+/// The amount as a signed 64-bit integer, as databases keep it: exact by the
+/// type's invariant.
+impl From<Amount> for i64 {
+    fn from(amount: Amount) -> i64 {
+        amount.as_i64()
+    }
+}
+
+/// An amount from a signed 64-bit integer: fails below zero. Every other
+/// value is at most [`Amount::MAX`].
+impl TryFrom<i64> for Amount {
+    type Error = std::num::TryFromIntError;
+    fn try_from(minor: i64) -> Result<Amount, Self::Error> {
+        u64::try_from(minor).map(Amount)
+    }
+}
+
 impl BorshDeserialize for Amount {
     fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
         let minor = u64::deserialize_reader(reader)?;

@@ -33,6 +33,29 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Converts a `u64` newtype to and from a signed 64-bit integer, as databases
+/// keep it: a value past `i64::MAX` does not fit, and a negative integer is
+/// no value of the type.
+macro_rules! i64_conversions {
+    ($name:ident) => {
+        impl TryFrom<$name> for i64 {
+            type Error = std::num::TryFromIntError;
+            fn try_from(value: $name) -> Result<i64, Self::Error> {
+                i64::try_from(value.0)
+            }
+        }
+
+        impl TryFrom<i64> for $name {
+            type Error = std::num::TryFromIntError;
+            fn try_from(value: i64) -> Result<$name, Self::Error> {
+                u64::try_from(value).map($name)
+            }
+        }
+    };
+}
+
+i64_conversions!(Timestamp);
+
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $len:expr) => {
         $(#[$doc])*
@@ -167,6 +190,10 @@ impl fmt::Display for AccountNumber {
         write!(f, "{}", self.0)
     }
 }
+
+// No number `AccountNumber::random` gives is past `i64::MAX`. Like the tuple
+// constructor, the conversion from `i64` does not check for twelve digits.
+i64_conversions!(AccountNumber);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not an account number: account numbers are twelve digits from 100000000000 to 999999999999")]

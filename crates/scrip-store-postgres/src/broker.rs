@@ -3,16 +3,14 @@
 use postgres::Row;
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
-    AccountLock, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, GroupCommit, IntentRow,
-    MerchantRecord, PaymentRow, PinFailures, Spend, StoreError, StoredResponse,
+    balances_after, digest_from_stored, ledger_account_from_stored, public_key_from_stored,
+    request_id_from_stored, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, GroupCommit,
+    IntentRow, MerchantRecord, PaymentRow, PinFailures, Spend, StoreError, StoredAsI64,
+    StoredResponse,
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
-use crate::db::{
-    self, account_from_sql, account_to_sql, corrupt, digest_from_sql, get, index_from_sql,
-    index_to_sql, public_key_from_sql, timestamp_from_sql, timestamp_to_sql, Connection, Schema,
-    Step,
-};
+use crate::db::{self, get, index_from_sql, index_to_sql, Connection, Schema, Step};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "broker",
@@ -208,16 +206,13 @@ macro_rules! account_columns {
 
 fn account_from_row(row: &Row) -> Result<AccountRecord, StoreError> {
     let account_key: Option<Vec<u8>> = get(row, 3, "account key")?;
-    Ok(AccountRecord {
-        number: account_from_sql(get(row, 0, "account number")?)?,
-        name: get(row, 1, "account name")?,
-        pin_hash: get(row, 2, "PIN hash")?,
-        account_key: account_key
-            .as_deref()
-            .map(public_key_from_sql)
-            .transpose()?,
-        opened_at: timestamp_from_sql(get(row, 4, "timestamp")?)?,
-    })
+    AccountRecord::from_stored(
+        get(row, 0, "account number")?,
+        get(row, 1, "account name")?,
+        get(row, 2, "PIN hash")?,
+        account_key.as_deref(),
+        get(row, 4, "timestamp")?,
+    )
 }
 
 /// The columns of a `merchants` row, in the order [`merchant_from_row`] reads them.
@@ -228,23 +223,13 @@ macro_rules! merchant_columns {
 }
 
 fn merchant_from_row(row: &Row) -> Result<MerchantRecord, StoreError> {
-    Ok(MerchantRecord {
-        merchant: public_key_from_sql(&get::<Vec<u8>>(row, 0, "merchant id")?)?,
-        name: get(row, 1, "merchant name")?,
-        account: account_from_sql(get(row, 2, "account number")?)?,
-        licence: db::decode(
-            &get::<Vec<u8>>(row, 3, "merchant licence")?,
-            "merchant licence",
-        )?,
-        registered_at: timestamp_from_sql(get(row, 4, "timestamp")?)?,
-    })
-}
-
-fn request_id_from_sql(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
-    bytes
-        .try_into()
-        .map(RequestId)
-        .map_err(|_| corrupt("request id"))
+    MerchantRecord::from_stored(
+        &get::<Vec<u8>>(row, 0, "merchant id")?,
+        get(row, 1, "merchant name")?,
+        get(row, 2, "account number")?,
+        &get::<Vec<u8>>(row, 3, "merchant licence")?,
+        get(row, 4, "timestamp")?,
+    )
 }
 
 impl PgBrokerTx<'_> {
@@ -298,7 +283,7 @@ impl BrokerTx for PgBrokerTx<'_> {
         };
         let leaf: Option<i64> = get(&row, 2, "leaf index in responses")?;
         Ok(Some(StoredResponse {
-            request_digest: digest_from_sql(&get::<Vec<u8>>(&row, 0, "request digest")?)?,
+            request_digest: digest_from_stored(&get::<Vec<u8>>(&row, 0, "request digest")?)?,
             response: get(&row, 1, "stored response")?,
             leaf: leaf
                 .map(|leaf| index_from_sql(leaf, "leaf index in responses"))
@@ -332,7 +317,7 @@ impl BrokerTx for PgBrokerTx<'_> {
     }
 
     fn account(&mut self, number: AccountNumber) -> Result<Option<AccountRecord>, StoreError> {
-        let number = account_to_sql(number)?;
+        let number = number.to_stored()?;
         self.tx
             .query_opt(
                 concat!(
@@ -349,8 +334,8 @@ impl BrokerTx for PgBrokerTx<'_> {
     }
 
     fn insert_account(&mut self, account: &AccountRecord) -> Result<(), StoreError> {
-        let number = account_to_sql(account.number)?;
-        let opened_at = timestamp_to_sql(account.opened_at)?;
+        let number = account.number.to_stored()?;
+        let opened_at = account.opened_at.to_stored()?;
         self.tx
             .execute(
                 concat!(
@@ -378,7 +363,7 @@ impl BrokerTx for PgBrokerTx<'_> {
         number: AccountNumber,
         key: &PublicKey,
     ) -> Result<(), StoreError> {
-        let number = account_to_sql(number)?;
+        let number = number.to_stored()?;
         let updated = self.tx.execute(
             "UPDATE accounts SET account_key = $2 WHERE number = $1",
             &[&number, &key.as_bytes().as_slice()],
@@ -409,7 +394,7 @@ impl BrokerTx for PgBrokerTx<'_> {
     }
 
     fn pin_failures(&mut self, account: AccountNumber) -> Result<PinFailures, StoreError> {
-        let number = account_to_sql(account)?;
+        let number = account.to_stored()?;
         let Some(row) = self.tx.query_opt(
             "SELECT failures, locked_at, locked_until FROM pin_failures WHERE account = $1",
             &[&number],
@@ -418,25 +403,11 @@ impl BrokerTx for PgBrokerTx<'_> {
         else {
             return Ok(PinFailures::default());
         };
-        let count: i64 = get(&row, 0, "wrong PIN count")?;
-        let locked_at: Option<i64> = get(&row, 1, "account lock")?;
-        let locked_until: Option<i64> = get(&row, 2, "account lock")?;
-        let lock = match (locked_at, locked_until) {
-            (None, None) => None,
-            (Some(at), until) => Some(AccountLock {
-                at: timestamp_from_sql(at)?,
-                until: until.map(timestamp_from_sql).transpose()?,
-            }),
-            (None, Some(_)) => {
-                return Err(StoreError(
-                    "corrupt account lock in database: an end without a start".into(),
-                ))
-            }
-        };
-        Ok(PinFailures {
-            count: u32::try_from(count).map_err(|_| corrupt("wrong PIN count"))?,
-            lock,
-        })
+        PinFailures::from_stored(
+            get(&row, 0, "wrong PIN count")?,
+            get(&row, 1, "account lock")?,
+            get(&row, 2, "account lock")?,
+        )
     }
 
     fn put_pin_failures(
@@ -444,7 +415,7 @@ impl BrokerTx for PgBrokerTx<'_> {
         account: AccountNumber,
         failures: &PinFailures,
     ) -> Result<(), StoreError> {
-        let number = account_to_sql(account)?;
+        let number = account.to_stored()?;
         if *failures == PinFailures::default() {
             return self
                 .tx
@@ -455,15 +426,7 @@ impl BrokerTx for PgBrokerTx<'_> {
                 )
                 .map(drop);
         }
-        let locked_at = failures
-            .lock
-            .map(|lock| timestamp_to_sql(lock.at))
-            .transpose()?;
-        let locked_until = failures
-            .lock
-            .and_then(|lock| lock.until)
-            .map(timestamp_to_sql)
-            .transpose()?;
+        let (locked_at, locked_until) = failures.lock_to_stored()?;
         self.tx
             .execute(
                 "INSERT INTO pin_failures (account, failures, locked_at, locked_until)
@@ -502,9 +465,8 @@ impl BrokerTx for PgBrokerTx<'_> {
             )?
             .iter()
             .map(|row| {
-                let account = get::<String>(row, 0, "ledger account key")?
-                    .parse()
-                    .map_err(|_| corrupt("ledger account key"))?;
+                let account =
+                    ledger_account_from_stored(&get::<String>(row, 0, "ledger account key")?)?;
                 Ok((account, get(row, 1, "balance")?))
             })
             .collect()
@@ -514,21 +476,10 @@ impl BrokerTx for PgBrokerTx<'_> {
     /// leaves the transaction as it was.
     fn post(&mut self, transfer: &Transfer) -> Result<(), StoreError> {
         let (from, to) = (transfer.from(), transfer.to());
+        let (from_balance, to_balance) =
+            balances_after(transfer, self.balance(&from)?, self.balance(&to)?)?;
         let amount = transfer.amount().as_i64();
-        let overflow = |account: &LedgerAccount| {
-            StoreError(format!(
-                "cannot post transfer: balance of {account} would overflow"
-            ))
-        };
-        let from_balance = self
-            .balance(&from)?
-            .checked_sub(amount)
-            .ok_or_else(|| overflow(&from))?;
-        let to_balance = self
-            .balance(&to)?
-            .checked_add(amount)
-            .ok_or_else(|| overflow(&to))?;
-        let at = timestamp_to_sql(transfer.at())?;
+        let at = transfer.at().to_stored()?;
         // The next seq is exact: the writer lock keeps every other step out.
         self.tx.execute(
             "INSERT INTO journal (seq, kind, from_account, to_account, amount, at)
@@ -553,7 +504,7 @@ impl BrokerTx for PgBrokerTx<'_> {
     ) -> Result<Spend, StoreError> {
         self.tx.insert_or_fail(
             "INSERT INTO spent_broker_scrip (id, expiry) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-            &[&scrip.to_key().as_slice(), &timestamp_to_sql(expiry)?],
+            &[&scrip.to_key().as_slice(), &expiry.to_stored()?],
             "cannot mark BrokerScrip spent",
         )
     }
@@ -581,8 +532,8 @@ impl BrokerTx for PgBrokerTx<'_> {
     }
 
     fn put_merchant(&mut self, merchant: &MerchantRecord) -> Result<(), StoreError> {
-        let account = account_to_sql(merchant.account)?;
-        let registered_at = timestamp_to_sql(merchant.registered_at)?;
+        let account = merchant.account.to_stored()?;
+        let registered_at = merchant.registered_at.to_stored()?;
         self.tx
             .execute(
                 concat!(
@@ -676,7 +627,7 @@ impl BrokerTx for PgBrokerTx<'_> {
                 &payment.merchant.as_bytes().as_slice(),
                 &payment.record.buy.body.scrip.body.id.to_key().as_slice(),
                 &scrip_proto::encode(&payment.record),
-                &timestamp_to_sql(payment.recorded_at)?,
+                &payment.recorded_at.to_stored()?,
             ],
             "cannot record payment",
         )
@@ -708,7 +659,7 @@ impl BrokerTx for PgBrokerTx<'_> {
             let index: i64 = get(row, 0, "log hash index")?;
             found.insert(
                 index,
-                digest_from_sql(&get::<Vec<u8>>(row, 1, "log hash")?)?,
+                digest_from_stored(&get::<Vec<u8>>(row, 1, "log hash")?)?,
             );
         }
         keys.iter()
@@ -779,24 +730,13 @@ impl BrokerTx for PgBrokerTx<'_> {
     /// the tables are read.
     fn snapshot(&mut self) -> Result<BrokerSnapshot, StoreError> {
         let mut snapshot = BrokerSnapshot::default();
-        for (position, row) in self
-            .audit_rows("SELECT seq, bytes FROM events ORDER BY seq")?
-            .iter()
-            .enumerate()
-        {
-            let seq: i64 = get(row, 0, "events.seq")?;
-            let expected = i64::try_from(position).map_or(i64::MAX, |p| p.saturating_add(1));
-            if seq != expected {
-                return Err(StoreError(format!(
-                    "the log has a gap or reordering at events.seq {seq} (expected {expected})"
-                )));
-            }
-            snapshot.leaves.push(get(row, 1, "events.bytes")?);
+        for row in self.audit_rows("SELECT seq, bytes FROM events ORDER BY seq")? {
+            snapshot.push_leaf(get(&row, 0, "events.seq")?, get(&row, 1, "events.bytes")?)?;
         }
         for row in self.audit_rows("SELECT idx, hash FROM log_hashes ORDER BY idx")? {
             snapshot.hashes.push((
                 index_from_sql(get(&row, 0, "log_hashes.idx")?, "log_hashes.idx")?,
-                digest_from_sql(&get::<Vec<u8>>(&row, 1, "log_hashes.hash")?)?,
+                digest_from_stored(&get::<Vec<u8>>(&row, 1, "log_hashes.hash")?)?,
             ));
         }
         for row in self.audit_rows("SELECT size, note FROM checkpoints ORDER BY size")? {
@@ -829,16 +769,16 @@ impl BrokerTx for PgBrokerTx<'_> {
         {
             let key: Option<Vec<u8>> = get(&row, 2, "accounts.account_key")?;
             snapshot.accounts.push((
-                account_from_sql(get(&row, 0, "accounts.number")?)?,
+                AccountNumber::from_stored(get(&row, 0, "accounts.number")?)?,
                 get(&row, 1, "accounts.pin_hash")?,
-                key.as_deref().map(public_key_from_sql).transpose()?,
+                key.as_deref().map(public_key_from_stored).transpose()?,
             ));
         }
         for row in self.audit_rows(
             "SELECT account, failures, locked_at, locked_until FROM pin_failures ORDER BY account",
         )? {
             snapshot.pin_failures.push((
-                account_from_sql(get(&row, 0, "pin_failures.account")?)?,
+                AccountNumber::from_stored(get(&row, 0, "pin_failures.account")?)?,
                 get(&row, 1, "pin_failures.failures")?,
                 get(&row, 2, "pin_failures.locked_at")?,
                 get(&row, 3, "pin_failures.locked_until")?,
@@ -853,8 +793,8 @@ impl BrokerTx for PgBrokerTx<'_> {
             "SELECT merchant, account, name, licence FROM merchants ORDER BY merchant",
         )? {
             snapshot.merchants.push((
-                public_key_from_sql(&get::<Vec<u8>>(&row, 0, "merchants.merchant")?)?,
-                account_from_sql(get(&row, 1, "merchants.account")?)?,
+                public_key_from_stored(&get::<Vec<u8>>(&row, 0, "merchants.merchant")?)?,
+                AccountNumber::from_stored(get(&row, 1, "merchants.account")?)?,
                 get(&row, 2, "merchants.name")?,
                 get(&row, 3, "merchants.licence")?,
             ));
@@ -863,8 +803,8 @@ impl BrokerTx for PgBrokerTx<'_> {
             .audit_rows("SELECT request_id, buy_request, scrip FROM intents ORDER BY request_id")?
         {
             snapshot.intents.push((
-                request_id_from_sql(get(&row, 0, "intents.request_id")?)?,
-                request_id_from_sql(get(&row, 1, "intents.buy_request")?)?,
+                request_id_from_stored(&get::<Vec<u8>>(&row, 0, "intents.request_id")?)?,
+                request_id_from_stored(&get::<Vec<u8>>(&row, 1, "intents.buy_request")?)?,
                 get(&row, 2, "intents.scrip")?,
             ));
         }
@@ -872,7 +812,7 @@ impl BrokerTx for PgBrokerTx<'_> {
             .audit_rows("SELECT merchant, scrip, record FROM payments ORDER BY merchant, scrip")?
         {
             snapshot.payments.push((
-                public_key_from_sql(&get::<Vec<u8>>(&row, 0, "payments.merchant")?)?,
+                public_key_from_stored(&get::<Vec<u8>>(&row, 0, "payments.merchant")?)?,
                 get(&row, 1, "payments.scrip")?,
                 get(&row, 2, "payments.record")?,
             ));

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use postgres::types::{FromSql, ToSql};
 use postgres::{Client, NoTls, Row, Statement};
 use scrip_core::store::{Spend, StoreError};
-use scrip_proto::{AccountNumber, PublicKey, Timestamp};
 
 /// Parameters of a statement, as the `postgres` crate takes them.
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -581,8 +580,10 @@ pub(crate) fn redact(url: &str) -> String {
 
 // ---- Column conversions ---------------------------------------------------
 //
-// Values go in as BIGINT, BYTEA and TEXT; coming out, anything that does not
-// fit the Rust type is a corrupt row and becomes a StoreError, never a panic.
+// Values go in as BIGINT, BYTEA and TEXT, converted as every store does
+// (`scrip_core::store`'s `StoredAsI64` and `*_from_stored`); coming out,
+// anything that does not fit the Rust type is a corrupt row and becomes a
+// StoreError, never a panic. Log indexes and sizes are this store's own.
 
 /// Column `column` of `row`; a value of the wrong type or a NULL where none
 /// may be is an error naming `what`.
@@ -595,58 +596,13 @@ pub(crate) fn get<'a, T: FromSql<'a>>(
         .map_err(|error| StoreError(format!("corrupt {what} in database: {}", describe(&error))))
 }
 
-pub(crate) fn corrupt(what: &str) -> StoreError {
-    StoreError(format!("corrupt {what} in database"))
-}
-
-pub(crate) fn timestamp_to_sql(at: Timestamp) -> Result<i64, StoreError> {
-    i64::try_from(at.0).map_err(|_| StoreError(format!("timestamp {at} is too large to store")))
-}
-
-pub(crate) fn timestamp_from_sql(value: i64) -> Result<Timestamp, StoreError> {
-    u64::try_from(value)
-        .map(Timestamp)
-        .map_err(|_| corrupt("timestamp"))
-}
-
-pub(crate) fn account_to_sql(number: AccountNumber) -> Result<i64, StoreError> {
-    i64::try_from(number.0)
-        .map_err(|_| StoreError(format!("account number {number} is too large to store")))
-}
-
-pub(crate) fn account_from_sql(value: i64) -> Result<AccountNumber, StoreError> {
-    u64::try_from(value)
-        .map(AccountNumber)
-        .map_err(|_| corrupt("account number"))
-}
-
-pub(crate) fn public_key_from_sql(bytes: &[u8]) -> Result<PublicKey, StoreError> {
-    bytes
-        .try_into()
-        .map(PublicKey)
-        .map_err(|_| corrupt("public key"))
-}
-
-pub(crate) fn digest_from_sql(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
-    bytes.try_into().map_err(|_| corrupt("request digest"))
-}
-
 /// A log index or size as stored (BIGINT); `what` names it in the error.
 pub(crate) fn index_to_sql(index: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(index).map_err(|_| StoreError(format!("{what} out of range")))
 }
 
 pub(crate) fn index_from_sql(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(what))
-}
-
-/// Reads bytes written with [`scrip_proto::encode`].
-pub(crate) fn decode<T: borsh::BorshDeserialize>(
-    bytes: &[u8],
-    what: &str,
-) -> Result<T, StoreError> {
-    scrip_proto::decode(bytes)
-        .map_err(|error| StoreError(format!("corrupt {what} in database: {error}")))
+    u64::try_from(value).map_err(|_| StoreError::corrupt(what))
 }
 
 #[cfg(test)]

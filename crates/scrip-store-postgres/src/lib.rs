@@ -61,8 +61,6 @@ mod db;
 pub mod testing;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
 mod tests;
 
 pub use broker::{PgBrokerStore, PgBrokerTx};

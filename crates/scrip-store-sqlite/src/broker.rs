@@ -4,15 +4,13 @@ use rusqlite::{params, OptionalExtension};
 
 use scrip_core::ledger::{LedgerAccount, Transfer};
 use scrip_core::store::{
-    AccountLock, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow, MerchantRecord,
-    PaymentRow, PinFailures, Spend, StoreError, StoredResponse,
+    balances_after, digest_from_stored, ledger_account_from_stored, public_key_from_stored,
+    request_id_from_stored, AccountRecord, BrokerSnapshot, BrokerStore, BrokerTx, IntentRow,
+    MerchantRecord, PaymentRow, PinFailures, Spend, StoreError, StoredAsI64, StoredResponse,
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
-use crate::db::{
-    self, account_from_sql, account_to_sql, digest_from_sql, failed, insert_or_fail,
-    public_key_from_sql, timestamp_from_sql, timestamp_to_sql, Schema,
-};
+use crate::db::{self, failed, insert_or_fail, Schema};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "broker",
@@ -153,16 +151,7 @@ fn account_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountColumns> 
 fn account_from_columns(
     (number, name, pin_hash, account_key, opened_at): AccountColumns,
 ) -> Result<AccountRecord, StoreError> {
-    Ok(AccountRecord {
-        number: account_from_sql(number)?,
-        name,
-        pin_hash,
-        account_key: account_key
-            .as_deref()
-            .map(public_key_from_sql)
-            .transpose()?,
-        opened_at: timestamp_from_sql(opened_at)?,
-    })
+    AccountRecord::from_stored(number, name, pin_hash, account_key.as_deref(), opened_at)
 }
 
 /// The raw columns of a `merchants` row.
@@ -183,13 +172,7 @@ fn merchant_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<MerchantColumns
 fn merchant_from_columns(
     (merchant, name, account, licence, registered_at): MerchantColumns,
 ) -> Result<MerchantRecord, StoreError> {
-    Ok(MerchantRecord {
-        merchant: public_key_from_sql(&merchant)?,
-        name,
-        account: account_from_sql(account)?,
-        licence: db::decode(&licence, "merchant licence")?,
-        registered_at: timestamp_from_sql(registered_at)?,
-    })
+    MerchantRecord::from_stored(&merchant, name, account, &licence, registered_at)
 }
 
 impl SqliteBrokerTx<'_> {
@@ -237,7 +220,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn account(&mut self, number: AccountNumber) -> Result<Option<AccountRecord>, StoreError> {
-        let number = account_to_sql(number)?;
+        let number = number.to_stored()?;
         let columns = self
             .tx
             .prepare_cached(&format!(
@@ -249,8 +232,8 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn insert_account(&mut self, account: &AccountRecord) -> Result<(), StoreError> {
-        let number = account_to_sql(account.number)?;
-        let opened_at = timestamp_to_sql(account.opened_at)?;
+        let number = account.number.to_stored()?;
+        let opened_at = account.opened_at.to_stored()?;
         self.tx
             .prepare_cached(&format!(
                 "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
@@ -273,7 +256,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         number: AccountNumber,
         key: &PublicKey,
     ) -> Result<(), StoreError> {
-        let number = account_to_sql(number)?;
+        let number = number.to_stored()?;
         let updated = self
             .tx
             .prepare_cached("UPDATE accounts SET account_key = ?2 WHERE number = ?1")
@@ -303,7 +286,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn pin_failures(&mut self, account: AccountNumber) -> Result<PinFailures, StoreError> {
-        let number = account_to_sql(account)?;
+        let number = account.to_stored()?;
         let row: Option<(i64, Option<i64>, Option<i64>)> = self
             .tx
             .prepare_cached(
@@ -318,23 +301,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         let Some((count, locked_at, locked_until)) = row else {
             return Ok(PinFailures::default());
         };
-        let lock = match (locked_at, locked_until) {
-            (None, None) => None,
-            (Some(at), until) => Some(AccountLock {
-                at: timestamp_from_sql(at)?,
-                until: until.map(timestamp_from_sql).transpose()?,
-            }),
-            (None, Some(_)) => {
-                return Err(StoreError(
-                    "corrupt account lock in database: an end without a start".into(),
-                ))
-            }
-        };
-        Ok(PinFailures {
-            count: u32::try_from(count)
-                .map_err(|_| StoreError("corrupt wrong PIN count in database".into()))?,
-            lock,
-        })
+        PinFailures::from_stored(count, locked_at, locked_until)
     }
 
     fn put_pin_failures(
@@ -342,7 +309,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         account: AccountNumber,
         failures: &PinFailures,
     ) -> Result<(), StoreError> {
-        let number = account_to_sql(account)?;
+        let number = account.to_stored()?;
         if *failures == PinFailures::default() {
             return self
                 .tx
@@ -351,15 +318,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                 .map(drop)
                 .map_err(failed("cannot clear wrong PIN count"));
         }
-        let locked_at = failures
-            .lock
-            .map(|lock| timestamp_to_sql(lock.at))
-            .transpose()?;
-        let locked_until = failures
-            .lock
-            .and_then(|lock| lock.until)
-            .map(timestamp_to_sql)
-            .transpose()?;
+        let (locked_at, locked_until) = failures.lock_to_stored()?;
         self.tx
             .prepare_cached(
                 "INSERT INTO pin_failures (account, failures, locked_at, locked_until)
@@ -405,12 +364,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             })
             .map_err(failed("cannot list balances"))?;
         rows.into_iter()
-            .map(|(key, balance)| {
-                let account = key
-                    .parse()
-                    .map_err(|_| StoreError("corrupt ledger account key in database".into()))?;
-                Ok((account, balance))
-            })
+            .map(|(key, balance)| Ok((ledger_account_from_stored(&key)?, balance)))
             .collect()
     }
 
@@ -418,21 +372,10 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     /// leaves the transaction as it was.
     fn post(&mut self, transfer: &Transfer) -> Result<(), StoreError> {
         let (from, to) = (transfer.from(), transfer.to());
+        let (from_balance, to_balance) =
+            balances_after(transfer, self.balance(&from)?, self.balance(&to)?)?;
         let amount = transfer.amount().as_i64();
-        let overflow = |account: &LedgerAccount| {
-            StoreError(format!(
-                "cannot post transfer: balance of {account} would overflow"
-            ))
-        };
-        let from_balance = self
-            .balance(&from)?
-            .checked_sub(amount)
-            .ok_or_else(|| overflow(&from))?;
-        let to_balance = self
-            .balance(&to)?
-            .checked_add(amount)
-            .ok_or_else(|| overflow(&to))?;
-        let at = timestamp_to_sql(transfer.at())?;
+        let at = transfer.at().to_stored()?;
         self.tx
             .prepare_cached(
                 "INSERT INTO journal (kind, from_account, to_account, amount, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -453,7 +396,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         insert_or_fail(
             &self.tx,
             "INSERT INTO spent_broker_scrip (id, expiry) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-            params![scrip.to_key(), timestamp_to_sql(expiry)?],
+            params![scrip.to_key(), expiry.to_stored()?],
             "cannot mark BrokerScrip spent",
         )
     }
@@ -467,8 +410,8 @@ impl BrokerTx for SqliteBrokerTx<'_> {
     }
 
     fn put_merchant(&mut self, merchant: &MerchantRecord) -> Result<(), StoreError> {
-        let account = account_to_sql(merchant.account)?;
-        let registered_at = timestamp_to_sql(merchant.registered_at)?;
+        let account = merchant.account.to_stored()?;
+        let registered_at = merchant.registered_at.to_stored()?;
         self.tx
             .prepare_cached(&format!(
                 "INSERT INTO merchants ({MERCHANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -569,7 +512,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                 payment.merchant.as_bytes(),
                 payment.record.buy.body.scrip.body.id.to_key(),
                 scrip_proto::encode(&payment.record),
-                timestamp_to_sql(payment.recorded_at)?
+                payment.recorded_at.to_stored()?
             ],
             "cannot record payment",
         )
@@ -600,7 +543,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
                     .optional()
                     .map_err(failed("cannot read log hash"))?
                     .ok_or_else(|| StoreError(format!("log hash {index} is missing")))?;
-                digest_from_sql(&hash)
+                digest_from_stored(&hash)
             })
             .collect()
     }
@@ -685,23 +628,13 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             _ => Err(StoreError(format!("corrupt {what}: not text"))),
         };
         let mut snapshot = BrokerSnapshot::default();
-        for (position, row) in all("SELECT seq, bytes FROM events ORDER BY seq")?
-            .iter()
-            .enumerate()
-        {
-            let seq = int(&row[0], "events.seq")?;
-            if seq != position as i64 + 1 {
-                return Err(StoreError(format!(
-                    "the log has a gap or reordering at events.seq {seq} (expected {})",
-                    position + 1
-                )));
-            }
-            snapshot.leaves.push(blob(&row[1], "events.bytes")?);
+        for row in all("SELECT seq, bytes FROM events ORDER BY seq")? {
+            snapshot.push_leaf(int(&row[0], "events.seq")?, blob(&row[1], "events.bytes")?)?;
         }
         for row in all("SELECT idx, hash FROM log_hashes ORDER BY idx")? {
             snapshot.hashes.push((
                 int(&row[0], "log_hashes.idx")? as u64,
-                digest_from_sql(&blob(&row[1], "log_hashes.hash")?)?,
+                digest_from_stored(&blob(&row[1], "log_hashes.hash")?)?,
             ));
         }
         for row in all("SELECT size, note FROM checkpoints ORDER BY size")? {
@@ -730,10 +663,13 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         for row in all("SELECT number, pin_hash, account_key FROM accounts ORDER BY number")? {
             let key = match &row[2] {
                 Value::Null => None,
-                other => Some(public_key_from_sql(&blob(other, "accounts.account_key")?)?),
+                other => Some(public_key_from_stored(&blob(
+                    other,
+                    "accounts.account_key",
+                )?)?),
             };
             snapshot.accounts.push((
-                account_from_sql(int(&row[0], "accounts.number")?)?,
+                AccountNumber::from_stored(int(&row[0], "accounts.number")?)?,
                 text(&row[1], "accounts.pin_hash")?,
                 key,
             ));
@@ -746,7 +682,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
             "SELECT account, failures, locked_at, locked_until FROM pin_failures ORDER BY account",
         )? {
             snapshot.pin_failures.push((
-                account_from_sql(int(&row[0], "pin_failures.account")?)?,
+                AccountNumber::from_stored(int(&row[0], "pin_failures.account")?)?,
                 int(&row[1], "pin_failures.failures")?,
                 optional_int(&row[2], "pin_failures.locked_at")?,
                 optional_int(&row[3], "pin_failures.locked_until")?,
@@ -760,28 +696,22 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         for row in all("SELECT merchant, account, name, licence FROM merchants ORDER BY merchant")?
         {
             snapshot.merchants.push((
-                public_key_from_sql(&blob(&row[0], "merchants.merchant")?)?,
-                account_from_sql(int(&row[1], "merchants.account")?)?,
+                public_key_from_stored(&blob(&row[0], "merchants.merchant")?)?,
+                AccountNumber::from_stored(int(&row[1], "merchants.account")?)?,
                 text(&row[2], "merchants.name")?,
                 blob(&row[3], "merchants.licence")?,
             ));
         }
-        let request_id = |bytes: Vec<u8>| -> Result<RequestId, StoreError> {
-            bytes
-                .try_into()
-                .map(RequestId)
-                .map_err(|_| StoreError("corrupt request id".into()))
-        };
         for row in all("SELECT request_id, buy_request, scrip FROM intents ORDER BY request_id")? {
             snapshot.intents.push((
-                request_id(blob(&row[0], "intents.request_id")?)?,
-                request_id(blob(&row[1], "intents.buy_request")?)?,
+                request_id_from_stored(&blob(&row[0], "intents.request_id")?)?,
+                request_id_from_stored(&blob(&row[1], "intents.buy_request")?)?,
                 blob(&row[2], "intents.scrip")?,
             ));
         }
         for row in all("SELECT merchant, scrip, record FROM payments ORDER BY merchant, scrip")? {
             snapshot.payments.push((
-                public_key_from_sql(&blob(&row[0], "payments.merchant")?)?,
+                public_key_from_stored(&blob(&row[0], "payments.merchant")?)?,
                 blob(&row[1], "payments.scrip")?,
                 blob(&row[2], "payments.record")?,
             ));
@@ -796,510 +726,60 @@ impl BrokerTx for SqliteBrokerTx<'_> {
 
 #[cfg(test)]
 mod tests {
-    use scrip_core::event::BrokerEvent;
-    use std::sync::{Arc, Barrier};
+    use std::path::PathBuf;
 
-    use scrip_core::ledger::TransferKind;
+    use scrip_store_conformance::Backend;
 
     use super::*;
     use crate::fixtures::*;
 
-    const ALICE: u64 = 100_000_000_001;
-    const BOB: u64 = 100_000_000_002;
-
-    fn customer(number: u64) -> LedgerAccount {
-        LedgerAccount::Customer(AccountNumber(number))
+    /// A broker database in a file of its own, in a directory removed with it.
+    struct SqliteFile {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
     }
 
-    fn transfer(
-        kind: TransferKind,
-        from: LedgerAccount,
-        to: LedgerAccount,
-        minor: u64,
-    ) -> Transfer {
-        Transfer::new(kind, from, to, amount(minor), NOW).expect("a valid transfer")
-    }
-
-    fn event() -> BrokerEvent {
-        BrokerEvent::AccountOpened {
-            account: AccountNumber(ALICE),
-            pin_hash: [7; 32],
-            at: NOW,
-        }
-    }
-
-    /// Writes one of everything the broker keeps.
-    fn write_everything(tx: &mut SqliteBrokerTx<'_>) {
-        tx.store_response(&request_id(1), &response(1)).unwrap();
-        tx.insert_account(&account_record(ALICE)).unwrap();
-        tx.bind_account_key(AccountNumber(ALICE), &PublicKey([8; 32]))
-            .unwrap();
-        tx.post(&transfer(
-            TransferKind::Deposit,
-            LedgerAccount::MoneyIn,
-            customer(ALICE),
-            5_000,
-        ))
-        .unwrap();
-        assert_eq!(
-            tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap(),
-            Spend::Fresh
-        );
-        tx.put_merchant(&merchant_record(merchant_id(1), "tea shop", ALICE))
-            .unwrap();
-        tx.insert_intent(&intent_row(request_id(2), scrip_id(2)))
-            .unwrap();
-        assert_eq!(
-            tx.record_payment(&payment_row(merchant_id(1), scrip_id(2)))
-                .unwrap(),
-            Spend::Fresh
-        );
-        tx.append_event(&event()).unwrap();
-        tx.put_pin_failures(AccountNumber(ALICE), &alice_locked())
-            .unwrap();
-    }
-
-    fn alice_locked() -> PinFailures {
-        PinFailures {
-            count: 5,
-            lock: Some(AccountLock {
-                at: NOW,
-                until: None,
-            }),
-        }
-    }
-
-    fn count(tx: &SqliteBrokerTx<'_>, table: &str) -> i64 {
-        tx.tx
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
-                row.get(0)
-            })
-            .unwrap()
-    }
-
-    #[test]
-    fn state_survives_closing_and_reopening_the_file() {
+    fn backend() -> Option<SqliteFile> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broker.db");
-        {
-            let mut store = SqliteBrokerStore::open(&path).unwrap();
-            let mut tx = store.begin().unwrap();
-            write_everything(&mut tx);
-            tx.commit().unwrap();
-            assert_owner_only(&path);
+        Some(SqliteFile { _dir: dir, path })
+    }
+
+    impl Backend for SqliteFile {
+        type Store = SqliteBrokerStore;
+
+        fn open(&self) -> SqliteBrokerStore {
+            SqliteBrokerStore::open(&self.path).unwrap()
         }
-        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
+
+        fn fingerprint(&self, store: &mut SqliteBrokerStore) -> String {
+            store.fingerprint().unwrap()
+        }
+
+        fn execute(&self, sql: &str) {
+            execute(&self.path, sql);
+        }
+
+        fn bytes_literal(&self, hex: &str) -> String {
+            format!("x'{hex}'")
+        }
+    }
+
+    scrip_store_conformance::broker_store_conformance!(backend());
+
+    #[test]
+    fn the_file_is_owner_only_and_records_its_role_and_version() {
+        let file = backend().unwrap();
+        let mut store = file.open();
+        let mut tx = store.begin().unwrap();
+        write_everything(&mut tx);
+        tx.commit().unwrap();
+        assert_owner_only(&file.path);
+        drop(store);
+        assert_eq!(pragma(&file.path, "user_version"), SCHEMA.version());
         assert_eq!(
-            pragma(&path, "application_id"),
+            pragma(&file.path, "application_id"),
             i64::from(SCHEMA.application_id)
         );
-
-        let mut store = SqliteBrokerStore::open(&path).unwrap();
-        let mut tx = store.begin().unwrap();
-        assert_eq!(
-            tx.stored_response(&request_id(1)).unwrap(),
-            Some(response(1))
-        );
-        assert_eq!(tx.stored_response(&request_id(2)).unwrap(), None);
-        let alice = AccountRecord {
-            account_key: Some(PublicKey([8; 32])),
-            ..account_record(ALICE)
-        };
-        assert_eq!(
-            tx.account(AccountNumber(ALICE)).unwrap(),
-            Some(alice.clone())
-        );
-        assert_eq!(tx.account(AccountNumber(BOB)).unwrap(), None);
-        assert_eq!(tx.accounts().unwrap(), vec![alice]);
-        assert_eq!(tx.balance(&customer(ALICE)).unwrap(), 5_000);
-        assert_eq!(tx.balance(&customer(BOB)).unwrap(), 0);
-        let mut balances = tx.balances().unwrap();
-        balances.sort();
-        assert_eq!(
-            balances,
-            vec![(LedgerAccount::MoneyIn, -5_000), (customer(ALICE), 5_000)]
-        );
-        assert_eq!(
-            tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap(),
-            Spend::AlreadySpent
-        );
-        let tea_shop = merchant_record(merchant_id(1), "tea shop", ALICE);
-        assert_eq!(
-            tx.merchant(&merchant_id(1)).unwrap(),
-            Some(tea_shop.clone())
-        );
-        assert_eq!(
-            tx.merchant_by_name("tea shop").unwrap(),
-            Some(tea_shop.clone())
-        );
-        assert_eq!(tx.merchant_by_name("Tea shop").unwrap(), None);
-        assert_eq!(tx.merchants().unwrap(), vec![tea_shop]);
-        assert!(tx.intent_for_buy(&request_id(99), &scrip_id(2)).unwrap());
-        assert!(!tx.intent_for_buy(&request_id(98), &scrip_id(2)).unwrap());
-        assert_eq!(
-            tx.record_payment(&payment_row(merchant_id(1), scrip_id(2)))
-                .unwrap(),
-            Spend::AlreadySpent
-        );
-        let bytes: Vec<u8> = tx
-            .tx
-            .query_row("SELECT bytes FROM events", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(scrip_proto::decode::<BrokerEvent>(&bytes).unwrap(), event());
-        assert_eq!(count(&tx, "journal"), 1);
-        assert_eq!(
-            tx.pin_failures(AccountNumber(ALICE)).unwrap(),
-            alice_locked()
-        );
-        assert_eq!(
-            tx.pin_failures(AccountNumber(BOB)).unwrap(),
-            PinFailures::default()
-        );
-        assert!(
-            tx.store_response(&request_id(1), &response(2)).is_err(),
-            "an answer is never replaced"
-        );
-        assert!(
-            tx.insert_account(&account_record(ALICE)).is_err(),
-            "account numbers are unique"
-        );
-    }
-
-    #[test]
-    fn dropping_a_transaction_without_commit_leaves_nothing() {
-        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
-        write_everything(&mut store.begin().unwrap());
-
-        let mut tx = store.begin().unwrap();
-        assert_eq!(tx.stored_response(&request_id(1)).unwrap(), None);
-        assert_eq!(tx.account(AccountNumber(ALICE)).unwrap(), None);
-        assert!(tx.accounts().unwrap().is_empty());
-        assert!(tx.balances().unwrap().is_empty());
-        assert!(tx.merchants().unwrap().is_empty());
-        assert!(!tx.intent_for_buy(&request_id(99), &scrip_id(2)).unwrap());
-        for table in [
-            "journal",
-            "events",
-            "spent_broker_scrip",
-            "payments",
-            "intents",
-            "pin_failures",
-        ] {
-            assert_eq!(count(&tx, table), 0, "{table}");
-        }
-        // So the whole step can be redone.
-        write_everything(&mut tx);
-    }
-
-    #[test]
-    fn spending_is_insert_or_fail() {
-        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
-        let mut tx = store.begin().unwrap();
-        assert_eq!(
-            tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap(),
-            Spend::Fresh
-        );
-        assert_eq!(
-            tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap(),
-            Spend::AlreadySpent
-        );
-        assert_eq!(
-            tx.mark_broker_scrip_spent(&scrip_id(2), NOW).unwrap(),
-            Spend::Fresh
-        );
-        let other_series = ScripId {
-            series: 8,
-            ..scrip_id(1)
-        };
-        assert_eq!(
-            tx.mark_broker_scrip_spent(&other_series, NOW).unwrap(),
-            Spend::Fresh
-        );
-        tx.commit().unwrap();
-
-        let mut tx = store.begin().unwrap();
-        assert_eq!(
-            tx.mark_broker_scrip_spent(&scrip_id(1), NOW.plus_seconds(1))
-                .unwrap(),
-            Spend::AlreadySpent
-        );
-        assert_eq!(
-            tx.record_payment(&payment_row(merchant_id(1), scrip_id(1)))
-                .unwrap(),
-            Spend::Fresh
-        );
-        assert_eq!(
-            tx.record_payment(&payment_row(merchant_id(1), scrip_id(1)))
-                .unwrap(),
-            Spend::AlreadySpent
-        );
-        // Payments are keyed by merchant and scrip id together.
-        assert_eq!(
-            tx.record_payment(&payment_row(merchant_id(2), scrip_id(1)))
-                .unwrap(),
-            Spend::Fresh
-        );
-    }
-
-    /// Sixteen connections to one file race to spend each id; exactly one wins
-    /// each race, and read-check-write balance updates lose nothing.
-    #[test]
-    fn racing_connections_spend_each_id_once() {
-        const THREADS: usize = 16;
-        const ROUNDS: u64 = 25;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("broker.db");
-        drop(SqliteBrokerStore::open(&path).unwrap());
-
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let threads: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (path, barrier) = (path.clone(), Arc::clone(&barrier));
-                std::thread::spawn(move || {
-                    let mut store = SqliteBrokerStore::open(&path).unwrap();
-                    let mut won = Vec::new();
-                    for round in 0..ROUNDS {
-                        barrier.wait();
-                        let mut tx = store.begin().unwrap();
-                        let deposit = transfer(
-                            TransferKind::Deposit,
-                            LedgerAccount::MoneyIn,
-                            customer(BOB),
-                            1,
-                        );
-                        tx.post(&deposit).unwrap();
-                        if tx.mark_broker_scrip_spent(&scrip_id(round), NOW).unwrap()
-                            == Spend::Fresh
-                        {
-                            let spend = transfer(
-                                TransferKind::ObtainVendorScrip,
-                                customer(ALICE),
-                                LedgerAccount::OutstandingBrokerScrip,
-                                1,
-                            );
-                            tx.post(&spend).unwrap();
-                            won.push(round);
-                        }
-                        tx.commit().unwrap();
-                    }
-                    won
-                })
-            })
-            .collect();
-        let mut winners = [0; ROUNDS as usize];
-        for thread in threads {
-            for round in thread.join().unwrap() {
-                winners[round as usize] += 1;
-            }
-        }
-        assert_eq!(winners, [1; ROUNDS as usize]);
-
-        let mut store = SqliteBrokerStore::open(&path).unwrap();
-        let mut tx = store.begin().unwrap();
-        assert_eq!(
-            tx.balance(&customer(BOB)).unwrap(),
-            (THREADS as i64) * (ROUNDS as i64)
-        );
-        assert_eq!(
-            tx.balance(&LedgerAccount::OutstandingBrokerScrip).unwrap(),
-            ROUNDS as i64
-        );
-        assert_eq!(
-            tx.balances()
-                .unwrap()
-                .iter()
-                .map(|(_, balance)| balance)
-                .sum::<i64>(),
-            0
-        );
-    }
-
-    #[test]
-    fn posting_keeps_the_sum_of_balances_at_zero() {
-        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
-        let vendor = LedgerAccount::OutstandingVendorScrip(merchant_id(1));
-        let steps = [
-            transfer(
-                TransferKind::Deposit,
-                LedgerAccount::MoneyIn,
-                customer(ALICE),
-                10_000,
-            ),
-            transfer(
-                TransferKind::ObtainBrokerScrip,
-                customer(ALICE),
-                LedgerAccount::OutstandingBrokerScrip,
-                4_000,
-            ),
-            transfer(
-                TransferKind::ObtainVendorScrip,
-                LedgerAccount::OutstandingBrokerScrip,
-                vendor,
-                3_000,
-            ),
-            transfer(TransferKind::PaymentRecorded, vendor, customer(BOB), 2_500),
-            transfer(
-                TransferKind::Withdrawal,
-                customer(BOB),
-                LedgerAccount::MoneyOut,
-                2_000,
-            ),
-        ];
-        for step in &steps {
-            let mut tx = store.begin().unwrap();
-            tx.post(step).unwrap();
-            tx.commit().unwrap();
-            let mut tx = store.begin().unwrap();
-            assert_eq!(
-                tx.balances()
-                    .unwrap()
-                    .iter()
-                    .map(|(_, balance)| balance)
-                    .sum::<i64>(),
-                0
-            );
-        }
-        let mut tx = store.begin().unwrap();
-        let mut balances = tx.balances().unwrap();
-        balances.sort();
-        assert_eq!(
-            balances,
-            vec![
-                (LedgerAccount::MoneyIn, -10_000),
-                (LedgerAccount::MoneyOut, 2_000),
-                (customer(ALICE), 6_000),
-                (customer(BOB), 500),
-                (LedgerAccount::OutstandingBrokerScrip, 1_000),
-                (vendor, 500),
-            ]
-        );
-        assert_eq!(count(&tx, "journal"), steps.len() as i64);
-    }
-
-    #[test]
-    fn a_post_that_would_overflow_fails_and_writes_nothing() {
-        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
-        let mut tx = store.begin().unwrap();
-        let max = Transfer::new(
-            TransferKind::Deposit,
-            LedgerAccount::MoneyIn,
-            customer(ALICE),
-            scrip_proto::Amount::MAX,
-            NOW,
-        )
-        .unwrap();
-        tx.post(&max).unwrap();
-        // ALICE would go above i64::MAX; checked before anything is written.
-        let error = tx
-            .post(&transfer(
-                TransferKind::Deposit,
-                customer(BOB),
-                customer(ALICE),
-                1,
-            ))
-            .unwrap_err();
-        assert!(error.0.contains("overflow"), "{error}");
-        // MoneyIn would go below i64::MIN.
-        assert!(tx
-            .post(&transfer(
-                TransferKind::Deposit,
-                LedgerAccount::MoneyIn,
-                customer(BOB),
-                2
-            ))
-            .is_err());
-        assert_eq!(tx.balance(&customer(ALICE)).unwrap(), i64::MAX);
-        assert_eq!(tx.balance(&customer(BOB)).unwrap(), 0);
-        assert_eq!(count(&tx, "journal"), 1);
-    }
-
-    #[test]
-    fn put_merchant_replaces_by_id_and_names_stay_unique() {
-        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
-        let mut tx = store.begin().unwrap();
-        tx.put_merchant(&merchant_record(merchant_id(1), "tea shop", ALICE))
-            .unwrap();
-        tx.put_merchant(&merchant_record(merchant_id(2), "book shop", BOB))
-            .unwrap();
-        let renamed = merchant_record(merchant_id(1), "tea house", BOB);
-        tx.put_merchant(&renamed).unwrap();
-        assert_eq!(tx.merchant(&merchant_id(1)).unwrap(), Some(renamed.clone()));
-        assert_eq!(tx.merchant_by_name("tea shop").unwrap(), None);
-        assert_eq!(tx.merchants().unwrap().len(), 2);
-        assert!(tx
-            .put_merchant(&merchant_record(merchant_id(3), "tea house", ALICE))
-            .is_err());
-        assert_eq!(tx.merchant_by_name("tea house").unwrap(), Some(renamed));
-    }
-
-    #[test]
-    fn wrong_pin_counts_are_replaced_and_the_default_leaves_no_row() {
-        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
-        let mut tx = store.begin().unwrap();
-        tx.insert_account(&account_record(ALICE)).unwrap();
-        let two = PinFailures {
-            count: 2,
-            lock: None,
-        };
-        tx.put_pin_failures(AccountNumber(ALICE), &two).unwrap();
-        assert_eq!(tx.pin_failures(AccountNumber(ALICE)).unwrap(), two);
-        let timed = PinFailures {
-            count: 3,
-            lock: Some(AccountLock {
-                at: NOW,
-                until: Some(NOW.plus_seconds(60)),
-            }),
-        };
-        tx.put_pin_failures(AccountNumber(ALICE), &timed).unwrap();
-        assert_eq!(tx.pin_failures(AccountNumber(ALICE)).unwrap(), timed);
-        assert_eq!(count(&tx, "pin_failures"), 1);
-        assert_eq!(
-            tx.snapshot().unwrap().pin_failures,
-            vec![(
-                AccountNumber(ALICE),
-                3,
-                Some(NOW.0 as i64),
-                Some(NOW.0 as i64 + 60)
-            )]
-        );
-        tx.put_pin_failures(AccountNumber(ALICE), &PinFailures::default())
-            .unwrap();
-        assert_eq!(count(&tx, "pin_failures"), 0);
-        assert_eq!(
-            tx.pin_failures(AccountNumber(ALICE)).unwrap(),
-            PinFailures::default()
-        );
-        // Only accounts that exist can be counted.
-        assert!(tx.put_pin_failures(AccountNumber(BOB), &two).is_err());
-    }
-
-    #[test]
-    fn corrupt_rows_are_errors_not_panics() {
-        let mut store = SqliteBrokerStore::open_in_memory().unwrap();
-        store
-            .conn
-            .execute_batch(
-                "INSERT INTO balances VALUES ('nonsense', 1);
-                 INSERT INTO accounts VALUES (100000000001, 'a', 'h', x'0102', 0);
-                 INSERT INTO accounts VALUES (100000000002, 'b', 'h', NULL, -1);
-                 INSERT INTO merchants VALUES (zeroblob(32), 'm', 1, x'00', 0);
-                 INSERT INTO responses VALUES (zeroblob(16), x'01', x'', NULL);
-                 INSERT INTO pin_failures VALUES (100000000002, 4294967296, NULL, NULL);",
-            )
-            .unwrap();
-        let mut tx = store.begin().unwrap();
-        let errors = [
-            tx.balances().unwrap_err(),
-            tx.account(AccountNumber(ALICE)).unwrap_err(),
-            tx.account(AccountNumber(BOB)).unwrap_err(),
-            tx.accounts().unwrap_err(),
-            tx.merchant(&PublicKey([0; 32])).unwrap_err(),
-            tx.merchants().unwrap_err(),
-            tx.stored_response(&RequestId([0; 16])).unwrap_err(),
-            tx.pin_failures(AccountNumber(BOB)).unwrap_err(),
-        ];
-        for error in errors {
-            assert!(error.0.contains("corrupt"), "{error}");
-        }
     }
 }

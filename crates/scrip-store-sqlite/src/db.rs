@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use scrip_core::store::{Spend, StoreError, StoredResponse};
-use scrip_proto::{AccountNumber, Amount, PublicKey, RequestId, Timestamp};
+use scrip_core::store::{digest_from_stored, Spend, StoreError, StoredResponse};
+use scrip_proto::RequestId;
 
 /// How long a connection waits for another writer (a thread or a process on
 /// the same file) before giving up with "database is locked".
@@ -239,60 +239,10 @@ fn schema_version(conn: &Connection, schema: &Schema) -> Result<i64, StoreError>
 
 // ---- Column conversions ---------------------------------------------------
 //
-// Values go in as SQLite integers and blobs; coming out, anything that does not
-// fit the Rust type is a corrupt row and becomes a StoreError, never a panic.
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError(format!("corrupt {what} in database"))
-}
-
-pub(crate) fn timestamp_to_sql(at: Timestamp) -> Result<i64, StoreError> {
-    i64::try_from(at.0).map_err(|_| StoreError(format!("timestamp {at} is too large to store")))
-}
-
-pub(crate) fn timestamp_from_sql(value: i64) -> Result<Timestamp, StoreError> {
-    u64::try_from(value)
-        .map(Timestamp)
-        .map_err(|_| corrupt("timestamp"))
-}
-
-pub(crate) fn account_to_sql(number: AccountNumber) -> Result<i64, StoreError> {
-    i64::try_from(number.0)
-        .map_err(|_| StoreError(format!("account number {number} is too large to store")))
-}
-
-pub(crate) fn account_from_sql(value: i64) -> Result<AccountNumber, StoreError> {
-    u64::try_from(value)
-        .map(AccountNumber)
-        .map_err(|_| corrupt("account number"))
-}
-
-pub(crate) fn amount_from_sql(value: i64) -> Result<Amount, StoreError> {
-    u64::try_from(value)
-        .ok()
-        .and_then(Amount::from_minor)
-        .ok_or_else(|| corrupt("amount"))
-}
-
-pub(crate) fn public_key_from_sql(bytes: &[u8]) -> Result<PublicKey, StoreError> {
-    bytes
-        .try_into()
-        .map(PublicKey)
-        .map_err(|_| corrupt("public key"))
-}
-
-pub(crate) fn digest_from_sql(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
-    bytes.try_into().map_err(|_| corrupt("request digest"))
-}
-
-/// Reads a blob written with [`scrip_proto::encode`].
-pub(crate) fn decode<T: borsh::BorshDeserialize>(
-    bytes: &[u8],
-    what: &str,
-) -> Result<T, StoreError> {
-    scrip_proto::decode(bytes)
-        .map_err(|error| StoreError(format!("corrupt {what} in database: {error}")))
-}
+// Values go in as SQLite integers and blobs, converted as every store does
+// (`scrip_core::store`'s `StoredAsI64` and `*_from_stored`); coming out,
+// anything that does not fit the Rust type is a corrupt row and becomes a
+// StoreError, never a panic.
 
 /// Converts a row limit to SQL; `usize::MAX` means no limit.
 pub(crate) fn limit_to_sql(limit: usize) -> i64 {
@@ -324,7 +274,7 @@ pub(crate) fn stored_response(
         .map_err(failed("cannot read stored response"))?;
     row.map(|(digest, response, leaf)| {
         Ok(StoredResponse {
-            request_digest: digest_from_sql(&digest)?,
+            request_digest: digest_from_stored(&digest)?,
             response,
             leaf: leaf
                 .map(|l| {

@@ -1,11 +1,13 @@
 //! A merchant's store in SQLite: stored responses, the VendorScrip spent set and the outbox of payment records for the broker.
 
 use rusqlite::params;
-use scrip_core::store::{MerchantStore, MerchantTx, Spend, StoreError, StoredResponse};
+use scrip_core::store::{
+    decode_stored, MerchantStore, MerchantTx, Spend, StoreError, StoredAsI64, StoredResponse,
+};
 use scrip_proto::msg::PaymentRecord;
 use scrip_proto::{RequestId, ScripId, Timestamp};
 
-use crate::db::{self, failed, insert_or_fail, limit_to_sql, timestamp_to_sql, Schema};
+use crate::db::{self, failed, insert_or_fail, limit_to_sql, Schema};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "merchant",
@@ -78,7 +80,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         insert_or_fail(
             &self.tx,
             "INSERT INTO spent (id, expiry) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-            params![scrip.to_key(), timestamp_to_sql(expiry)?],
+            params![scrip.to_key(), expiry.to_stored()?],
             "cannot mark VendorScrip spent",
         )
     }
@@ -113,7 +115,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .map_err(failed("cannot read queued payment records"))?;
         blobs
             .iter()
-            .map(|blob| db::decode(blob, "queued payment record"))
+            .map(|blob| decode_stored(blob, "queued payment record"))
             .collect()
     }
 
@@ -142,7 +144,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .map_err(failed("cannot read receipts"))?;
         blobs
             .iter()
-            .map(|blob| db::decode(blob, "receipt"))
+            .map(|blob| decode_stored(blob, "receipt"))
             .collect()
     }
 

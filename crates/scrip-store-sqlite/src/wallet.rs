@@ -3,11 +3,12 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use rusqlite::{params, OptionalExtension};
 use scrip_core::store::{
-    Destination, PendingRequest, StoreError, WalletReceipt, WalletScrip, WalletStore, WalletTx,
+    decode_stored, Destination, PendingRequest, StoreError, StoredAsI64, WalletReceipt,
+    WalletScrip, WalletStore, WalletTx,
 };
 use scrip_proto::{Amount, RequestId, ScripId};
 
-use crate::db::{self, amount_from_sql, failed, Schema};
+use crate::db::{failed, Schema};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "wallet",
@@ -75,8 +76,8 @@ impl StoredPending {
 
 /// A `pending` row, `(blob, ordered)`, as the request it stores.
 fn pending_from_row((blob, ordered): (Vec<u8>, Option<i64>)) -> Result<PendingRequest, StoreError> {
-    let stored: StoredPending = db::decode(&blob, "pending request")?;
-    let ordered = ordered.map(amount_from_sql).transpose()?;
+    let stored: StoredPending = decode_stored(&blob, "pending request")?;
+    let ordered = ordered.map(Amount::from_stored).transpose()?;
     Ok(stored.with(ordered))
 }
 
@@ -127,7 +128,7 @@ impl WalletTx for SqliteWalletTx<'_> {
         let blobs = self.blobs("SELECT blob FROM scrip ORDER BY id", "cannot list scrip")?;
         blobs
             .iter()
-            .map(|blob| db::decode(blob, "wallet scrip"))
+            .map(|blob| decode_stored(blob, "wallet scrip"))
             .collect()
     }
 
@@ -189,7 +190,7 @@ impl WalletTx for SqliteWalletTx<'_> {
         )?;
         blobs
             .iter()
-            .map(|blob| db::decode(blob, "receipt"))
+            .map(|blob| decode_stored(blob, "receipt"))
             .collect()
     }
 
