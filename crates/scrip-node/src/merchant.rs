@@ -172,6 +172,7 @@ impl MerchantNode {
         broker: Multiaddr,
         options: NetOptions,
     ) -> Result<MerchantNode, MerchantStartError> {
+        crate::fault::arm_from_env()?;
         let mut store = SqliteMerchantStore::open(database)
             .map_err(|e| MerchantStartError::Store(e.to_string()))?;
         let mut config = NodeConfig::new(keypair(&setup.keys.signing));
