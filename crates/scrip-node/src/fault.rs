@@ -11,9 +11,11 @@
 //! `scrip-cli/tests/crash.rs` mixes such exits with its SIGKILLs.
 //!
 //! The variable is read once, when the node starts ([`arm_from_env`]). The
-//! exit is [`std::process::exit`] with [`EXIT_STATUS`]: no destructor runs,
-//! no store is closed, and nothing more of the process reaches a peer (the
-//! group's thread holds the store, so no other step runs meanwhile).
+//! exit is [`std::process::exit`] with [`EXIT_STATUS`]: no destructor runs
+//! and no store is closed; the group's answers are never sent, and no other
+//! step runs meanwhile, since the group's thread holds the store. (Not
+//! `abort`, which may leave a core dump per exit, nor `libc::_exit`, which
+//! needs `unsafe` for no difference a peer could see.)
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
