@@ -7,8 +7,8 @@
 #   FUZZ_SECONDS   seconds per target (default 20)
 #   FUZZ_TIMEOUT   seconds one input may take before it counts as a hang (default 30)
 #   FUZZ_PROFILE   release (default: what cargo fuzz builds) or dev (opt-level 1,
-#                  fuzz/Cargo.toml: builds in about two thirds of the time and
-#                  runs about as fast; what CI uses for its few seconds per target)
+#                  fuzz/Cargo.toml: builds in about three quarters of the time;
+#                  what CI uses for its few seconds per target)
 #   FUZZ_JOBS      targets run at once (default: the number of cores)
 #   FUZZ_CHECK_SEEDS=1  first check the seed corpus is current (a build of its own, ~4 min)
 #
