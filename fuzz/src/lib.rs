@@ -22,7 +22,7 @@ use scrip_proto::msg::{
     MerchantSecrets, Purchase, RecordOutcome,
 };
 use scrip_proto::{decode, encode, Refusal, RequestId, ScripKind, Secret32};
-use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore, SqliteWalletStore};
+use scrip_store_sqlite::{SqliteMerchantStore, SqliteWalletStore};
 use scrip_tests::{amount, Sim};
 
 /// The seed of the world's keys and randomness. Changing it invalidates the seed corpus.
@@ -47,7 +47,7 @@ pub fn rng() -> ChaCha20Rng {
 }
 
 /// The number of leaves in the broker's log.
-pub fn log_size(store: &mut SqliteBrokerStore) -> u64 {
+pub fn log_size(store: &mut impl BrokerStore) -> u64 {
     store
         .begin()
         .and_then(|mut tx| tx.log_size())

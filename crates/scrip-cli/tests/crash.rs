@@ -1,8 +1,10 @@
 //! Crash safety: the broker and a merchant, as real processes, are killed
 //! with SIGKILL at random moments while customers keep buying, and are
-//! restarted on the same addresses. Customers whose command failed with an
-//! unknown outcome (exit 3) just run the next command, which resends what is
-//! pending with the same request id. At the end every wallet settles its
+//! restarted on the same addresses. Some restarts arm the fault hook
+//! ([`scrip_node::fault`]): that process then exits by itself right after a
+//! group commit, before any answer of the group is sent. Customers whose
+//! command failed with an unknown outcome (exit 3) just run the next
+//! command, which resends what is pending with the same request id. At the end every wallet settles its
 //! pending requests, the merchant forwards its payment records, and the test
 //! checks that nothing acknowledged was lost, nothing was done twice, and
 //! wallets, merchant and broker agree on every balance, in micro-units.
@@ -16,9 +18,11 @@
 //! What it can and cannot see: SIGKILL ends a process but not the operating
 //! system, so what SQLite wrote survives even without fsync; this checks that
 //! nothing is answered before it is committed and that retries are answered
-//! from the stored response, not durability across a power cut. A kill lands
-//! between a commit and its answer only now and then, so a bug there shows
-//! in some runs, not all: keep the seed of any failure.
+//! from the stored response, not durability across a power cut. A SIGKILL
+//! lands between a commit and its answers only now and then; the fault hook
+//! lands there every time, at least [`FAULTS_EACH`] times in each process,
+//! so a node that does a retried step again instead of answering it from
+//! its stored response is caught by every run, not by some.
 
 mod util;
 
@@ -35,6 +39,7 @@ use scrip_core::store::{
     BrokerStore, BrokerTx, Destination, MerchantStore, MerchantTx, WalletReceipt, WalletStore,
     WalletTx,
 };
+use scrip_node::fault;
 use scrip_proto::RequestId;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore, SqliteWalletStore};
 use serde_json::Value;
@@ -43,8 +48,16 @@ use util::{amount_at, balance, micros, path_str, rows, wallet, Account, Daemon, 
 
 /// Customers buying at once, each one `scrip wallet` process at a time.
 const CUSTOMERS: usize = 3;
-/// SIGKILLs per run, over the broker and the merchant.
+/// Crashes per run, over the broker and the merchant: SIGKILLs and exits
+/// by the fault hook.
 const KILLS: usize = 24;
+/// Of those, at least this many exits by the fault hook in each process.
+const FAULTS_EACH: usize = 3;
+/// The longest a process with the fault hook armed may take to reach its
+/// group commit; under the customers' load it takes well under a second.
+const FAULT_WAIT: Duration = Duration::from_secs(5);
+/// A bound on the kill schedule, should the fault hook never fire.
+const MAX_EVENTS: usize = 60;
 const PRICE: &str = "0.001";
 /// VendorScrip obtained when a purchase finds too little: a top-up every few purchases.
 const TOP_UP: &str = "0.004";
@@ -330,22 +343,32 @@ impl Cluster {
         self.shop.kill();
     }
 
-    /// Starts the broker again on its address, with its directory as the crash left it.
-    fn start_broker(&mut self) {
+    /// Starts the broker again on its address, with its directory as the
+    /// crash left it; with `exit_after_commit`, the fault hook armed.
+    fn start_broker(&mut self, exit_after_commit: Option<u64>) {
         self.starts += 1;
+        let commit = exit_after_commit.map(|n| n.to_string());
+        let env = fault_env(commit.as_deref());
         self.net.broker = Daemon::start_on(
             &["broker", "run", path_str(&self.net.broker_dir)],
             None,
             "broker-listening",
             &self.net.path(&format!("broker.{}.log", self.starts)),
             &listen_of(&self.broker_address),
+            &env,
         );
-        assert_eq!(self.net.broker.address(), self.broker_address);
+        // Null only if the fault hook ended it before it printed the line.
+        if !self.net.broker.data.is_null() {
+            assert_eq!(self.net.broker.address(), self.broker_address);
+        }
     }
 
-    /// Starts the merchant again on its address; it registers at the broker again.
-    fn start_shop(&mut self) {
+    /// Starts the merchant again on its address; it registers at the broker
+    /// again. With `exit_after_commit`, the fault hook armed.
+    fn start_shop(&mut self, exit_after_commit: Option<u64>) {
         self.starts += 1;
+        let commit = exit_after_commit.map(|n| n.to_string());
+        let env = fault_env(commit.as_deref());
         let catalog = self.shop_dir.join("catalog.toml");
         self.shop = Daemon::start_on(
             &[
@@ -363,8 +386,60 @@ impl Cluster {
             "merchant-listening",
             &self.net.path(&format!("shop.{}.log", self.starts)),
             &listen_of(&self.shop_address),
+            &env,
         );
-        assert_eq!(self.shop.address(), self.shop_address);
+        if !self.shop.data.is_null() {
+            assert_eq!(self.shop.address(), self.shop_address);
+        }
+    }
+
+    /// Restarts the broker with the fault hook armed at group commit
+    /// `commit`, waits for it to exit there, and after `down` starts it
+    /// again, unarmed. True if the hook ended it, false if it still ran
+    /// after [`FAULT_WAIT`] (then it was killed).
+    fn fault_broker(&mut self, commit: u64, down: Duration) -> bool {
+        self.start_broker(Some(commit));
+        let faulted = exit_by_fault(&mut self.net.broker);
+        thread::sleep(down);
+        self.start_broker(None);
+        faulted
+    }
+
+    /// [`Cluster::fault_broker`] for the merchant.
+    fn fault_shop(&mut self, commit: u64, down: Duration) -> bool {
+        self.start_shop(Some(commit));
+        let faulted = exit_by_fault(&mut self.shop);
+        thread::sleep(down);
+        self.start_shop(None);
+        faulted
+    }
+}
+
+/// The environment that arms the fault hook at group commit `commit`, if any.
+fn fault_env(commit: Option<&str>) -> Vec<(&'static str, &str)> {
+    commit
+        .map(|commit| (fault::EXIT_AFTER_COMMIT, commit))
+        .into_iter()
+        .collect()
+}
+
+/// Waits for a process with the fault hook armed to exit by it: true if it
+/// did; false if it still ran after [`FAULT_WAIT`], and then kills it.
+fn exit_by_fault(daemon: &mut Daemon) -> bool {
+    match daemon.wait_for_exit(FAULT_WAIT) {
+        Some(status) => {
+            assert_eq!(
+                status.code(),
+                Some(fault::EXIT_STATUS),
+                "a process with the fault hook armed ended otherwise: {status:?}\n{}",
+                std::fs::read_to_string(&daemon.log).unwrap_or_default()
+            );
+            true
+        }
+        None => {
+            daemon.kill();
+            false
+        }
     }
 }
 
@@ -428,6 +503,8 @@ fn kills_lose_nothing_and_do_nothing_twice() {
     // The load, and the kills while it runs.
     let stop = AtomicBool::new(false);
     let mut kills = BTreeMap::from([("broker", 0), ("merchant", 0)]);
+    let mut faults = BTreeMap::from([("broker", 0), ("merchant", 0)]);
+    let mut events = 0;
     let seen: Vec<Seen> = thread::scope(|scope| {
         let workers: Vec<_> = customers
             .iter()
@@ -437,10 +514,14 @@ fn kills_lose_nothing_and_do_nothing_twice() {
                 scope.spawn(move || shop_until(customer, rng, stop))
             })
             .collect();
-        while kills.values().sum::<usize>() < KILLS {
+        while (kills.values().sum::<usize>() + faults.values().sum::<usize>() < KILLS
+            || faults.values().any(|&n| n < FAULTS_EACH))
+            && events < MAX_EVENTS
+        {
             if workers.iter().any(|w| w.is_finished()) {
                 break; // a customer failed: stop and report it
             }
+            events += 1;
             thread::sleep(ms(rng.gen_range(100..=600)));
             // Mostly back at once, within a client's own retries of the same
             // bytes (about 3 s); sometimes down for longer than those last,
@@ -450,18 +531,41 @@ fn kills_lose_nothing_and_do_nothing_twice() {
             } else {
                 rng.gen_range(0..=300)
             });
-            match rng.gen_range(0..3) {
+            // The fault hook ends a process at one of its first group
+            // commits after the restart, often retries of what the kill cut off.
+            let commit = rng.gen_range(1..=3);
+            match rng.gen_range(0..5) {
                 0 => {
                     cluster.kill_broker();
                     thread::sleep(down);
-                    cluster.start_broker();
+                    cluster.start_broker(None);
                     *kills.get_mut("broker").expect("counted") += 1;
                 }
                 1 => {
                     cluster.kill_shop();
                     thread::sleep(down);
-                    cluster.start_shop();
+                    cluster.start_shop(None);
                     *kills.get_mut("merchant").expect("counted") += 1;
+                }
+                3 | 4 => {
+                    // A kill, then the fault hook, in the process it ended
+                    // less often so far.
+                    let process = match faults["broker"].cmp(&faults["merchant"]) {
+                        std::cmp::Ordering::Less => "broker",
+                        std::cmp::Ordering::Greater => "merchant",
+                        std::cmp::Ordering::Equal if rng.gen_bool(0.5) => "broker",
+                        std::cmp::Ordering::Equal => "merchant",
+                    };
+                    let faulted = if process == "broker" {
+                        cluster.kill_broker();
+                        cluster.fault_broker(commit, down)
+                    } else {
+                        cluster.kill_shop();
+                        cluster.fault_shop(commit, down)
+                    };
+                    *kills.get_mut(process).expect("counted") += 1;
+                    let ended = if faulted { &mut faults } else { &mut kills };
+                    *ended.get_mut(process).expect("counted") += 1;
                 }
                 _ => {
                     // Both at once, in either order, as in a power cut.
@@ -473,8 +577,8 @@ fn kills_lose_nothing_and_do_nothing_twice() {
                         cluster.kill_broker();
                     }
                     thread::sleep(down);
-                    cluster.start_broker();
-                    cluster.start_shop();
+                    cluster.start_broker(None);
+                    cluster.start_shop(None);
                     *kills.get_mut("broker").expect("counted") += 1;
                     *kills.get_mut("merchant").expect("counted") += 1;
                 }
@@ -492,8 +596,12 @@ fn kills_lose_nothing_and_do_nothing_twice() {
     let mut seen = seen;
     let loaded = started.elapsed() - set_up;
     assert!(
-        kills.values().sum::<usize>() >= KILLS,
-        "only {kills:?} kills"
+        kills.values().sum::<usize>() + faults.values().sum::<usize>() >= KILLS,
+        "only {kills:?} kills and {faults:?} exits by the fault hook"
+    );
+    assert!(
+        faults.values().all(|&n| n >= FAULTS_EACH),
+        "the fault hook ended the processes only {faults:?} times in {events} events (kills: {kills:?})"
     );
 
     // Everything runs again: each wallet resends what it left pending until
@@ -750,7 +858,7 @@ fn kills_lose_nothing_and_do_nothing_twice() {
 
     let retried: usize = seen.iter().map(|s| s.retried.len()).sum();
     eprintln!(
-        "seed {seed}: {kills:?} kills; {} commands, {} with an unknown outcome, {retried} requests resent; {items} items ({} printed, {} recovered); set-up {set_up:?}, load {loaded:?}, total {:?}",
+        "seed {seed}: {kills:?} kills, {faults:?} exits by the fault hook; {} commands, {} with an unknown outcome, {retried} requests resent; {items} items ({} printed, {} recovered); set-up {set_up:?}, load {loaded:?}, total {:?}",
         seen.iter().map(|s| s.commands).sum::<usize>(),
         seen.iter().map(|s| s.unknown).sum::<usize>(),
         seen.iter().map(|s| s.bought.len()).sum::<usize>(),

@@ -301,6 +301,15 @@ fn story() {
     .pin(&other_pin(&alice.pin))
     .fails(1);
     assert!(wrong_pin.contains("PIN"), "{wrong_pin}");
+    // An account number that does not exist gets the same line: no probing.
+    let nobody = "111111111111";
+    let unknown = wallet(
+        &alice_dir,
+        &["obtain-broker-scrip", "1", "--account", nobody],
+    )
+    .pin(&alice.pin)
+    .fails(1);
+    assert_eq!(unknown.replace(nobody, &alice.number), wrong_pin);
     let overdraft = wallet(
         &alice_dir,
         &["obtain-broker-scrip", "1000", "--account", &alice.number],

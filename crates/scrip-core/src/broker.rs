@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -110,6 +111,9 @@ pub struct Broker {
     stamping: Vec<StampingSecret>,
     /// Argon2id PIN verifications run since this broker was made.
     pin_verifications: AtomicU64,
+    /// [`PinHashing::dummy_hash`] of `config.pin_hashing`, made at the first
+    /// PIN for an unknown account: what such a PIN is checked against.
+    dummy_pin_hash: OnceLock<String>,
 }
 
 impl IssuerSecrets for Broker {
@@ -189,12 +193,14 @@ impl Broker {
             config,
             stamping,
             pin_verifications: AtomicU64::new(0),
+            dummy_pin_hash: OnceLock::new(),
         }
     }
 
-    /// How many PINs this broker has checked against their Argon2id hash
-    /// since it was made: the costly part of authenticating, which an
-    /// attempt on a locked account never reaches.
+    /// How many PINs this broker has checked against an Argon2id hash
+    /// since it was made (an account's, or the dummy for an unknown
+    /// account): the costly part of authenticating, which an attempt on a
+    /// locked account never reaches.
     pub fn pin_verifications(&self) -> u64 {
         self.pin_verifications.load(Ordering::Relaxed)
     }
@@ -690,7 +696,7 @@ impl Broker {
                 };
                 transaction(store, |tx| Ok(tx.append_event(&event)?)).map(|()| None)
             }
-            Refusal::WrongPin { account } => {
+            Refusal::WrongAccountOrPin { account } => {
                 transaction(store, |tx| self.count_wrong_pin(tx, now, *account))
             }
             _ => return refusal,
@@ -707,13 +713,17 @@ impl Broker {
 
     /// Logs a wrong PIN for `account` and counts it; at the limit, locks the
     /// account and logs the lock. Returns the lock refusal if the account
-    /// is now locked.
+    /// is now locked. An account that does not exist has nothing to count
+    /// or lock, and is not logged: that would let anyone grow the log.
     fn count_wrong_pin(
         &self,
         tx: &mut impl BrokerTx,
         now: Timestamp,
         account: AccountNumber,
     ) -> Result<Option<Refusal>, Refusal> {
+        if tx.account(account)?.is_none() {
+            return Ok(None);
+        }
         let mut failures = tx.pin_failures(account)?;
         failures.count = failures.count.saturating_add(1);
         tx.append_event(&BrokerEvent::PinRefused { account, at: now })?;
@@ -1265,8 +1275,11 @@ impl Broker {
         Ok(decode(&plaintext)?)
     }
 
-    /// Checks the account's PIN. A locked account is refused before its
-    /// hash is computed, so guessing at it costs the broker one read. The
+    /// Checks the account's PIN. An unknown account is refused as a wrong
+    /// PIN is, after as long a check (against the dummy hash), so neither
+    /// the answer nor its time tells a stranger which account numbers
+    /// exist. A locked account is refused before its hash is computed, so
+    /// guessing at it costs the broker one read. The
     /// right PIN clears the count of wrong ones, in the step's transaction:
     /// kept only if the step succeeds (its event, `BrokerScripIssued` or
     /// `MerchantRegistered`, tells the audit so). A wrong PIN is counted by
@@ -1278,7 +1291,15 @@ impl Broker {
         number: AccountNumber,
         pin: &Pin,
     ) -> Result<AccountRecord, Refusal> {
-        let account = existing_account(tx, number)?;
+        let Some(account) = tx.account(number)? else {
+            self.pin_verifications.fetch_add(1, Ordering::Relaxed);
+            let dummy = self
+                .dummy_pin_hash
+                .get_or_init(|| self.config.pin_hashing.dummy_hash());
+            std::hint::black_box(pin_matches(pin, dummy));
+            tracing::debug!(account = %number, "PIN for an unknown account refused as a wrong one");
+            return Err(Refusal::WrongAccountOrPin { account: number });
+        };
         let failures = tx.pin_failures(number)?;
         if let Some(lock) = failures.lock.filter(|lock| lock.in_force(now)) {
             tracing::info!(account = %number, "PIN for a locked account refused unchecked");
@@ -1289,7 +1310,7 @@ impl Broker {
         }
         self.pin_verifications.fetch_add(1, Ordering::Relaxed);
         if !pin_matches(pin, &account.pin_hash) {
-            return Err(Refusal::WrongPin { account: number });
+            return Err(Refusal::WrongAccountOrPin { account: number });
         }
         if failures != PinFailures::default() {
             tx.put_pin_failures(number, &PinFailures::default())?;

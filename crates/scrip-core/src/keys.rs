@@ -155,6 +155,18 @@ impl PinHashing {
             .expect("Argon2id hashing of a short PIN cannot fail")
             .to_string()
     }
+
+    /// The PHC string of an Argon2id hash that belongs to no account, with
+    /// these parameters: checking a PIN against it costs what checking it
+    /// against a new account's hash costs. The PIN and salt are fixed and
+    /// public; what matches it does not matter, since it is never an answer.
+    pub fn dummy_hash(&self) -> String {
+        let salt = SaltString::encode_b64(b"scrip no account").expect("16 bytes is a valid salt");
+        self.argon2()
+            .hash_password(b"no account", &salt)
+            .expect("Argon2id hashing of a short PIN cannot fail")
+            .to_string()
+    }
 }
 
 /// True if `pin` matches the stored PHC hash (constant-time inside argon2).
@@ -182,6 +194,20 @@ mod tests {
         assert!(pin_matches(&pin, &phc));
         assert!(!pin_matches(&Pin::new("482914").unwrap(), &phc));
         assert!(!pin_matches(&pin, "not a hash"));
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_parameters_of_new_accounts_and_is_made_alike_each_time() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let account = PinHashing::RECOMMENDED.hash(&Pin::new("482913").unwrap(), &mut rng);
+        let dummy = PinHashing::RECOMMENDED.dummy_hash();
+        let params = |phc: &str| PasswordHash::new(phc).unwrap().params.to_string();
+        assert_eq!(params(&dummy), params(&account));
+        assert_eq!(dummy, PinHashing::RECOMMENDED.dummy_hash());
+        assert_ne!(
+            params(&PinHashing::FAST_INSECURE.dummy_hash()),
+            params(&account)
+        );
     }
 
     #[test]

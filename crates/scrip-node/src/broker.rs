@@ -95,6 +95,7 @@ impl BrokerNode {
         listen: Vec<Multiaddr>,
         options: NetOptions,
     ) -> Result<BrokerNode, NetError> {
+        crate::fault::arm_from_env()?;
         let store = database
             .open()
             .map_err(|e| NetError::Setup(e.to_string()))?;

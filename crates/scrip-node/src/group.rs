@@ -69,6 +69,9 @@ impl<S, Q, A> Grouped<S, Q, A> {
                 continue;
             }
             let answers = answer_group(&mut store, requests);
+            // The group is committed and nothing of it answered: where the
+            // crash tests' fault hook, when set, ends the process.
+            crate::fault::group_committed();
             // Answer before letting go of the store, so that a thread that
             // takes it next finds its answer rather than an empty queue.
             for (sender, answer) in senders.into_iter().zip(answers) {

@@ -11,10 +11,12 @@
 //! - [`merchant`]: a merchant's service, its registration, and the payment-record forwarder.
 //! - [`customer`]: the customer's side: a wallet talking to the broker and to merchants,
 //!   always from an ephemeral peer identity.
+//! - [`fault`]: a fault-injection hook for crash tests, inert unless its variable is set.
 
 pub mod broker;
 pub mod codec;
 pub mod customer;
+pub mod fault;
 pub mod group;
 pub mod link;
 pub mod merchant;

@@ -53,6 +53,11 @@ impl MerchantService {
     /// Buys are answered in groups, one durable commit per group (see [`Grouped`]).
     pub fn handle(&self, inbound: Inbound) -> Vec<u8> {
         let response = match decode::<MerchantRequest>(&inbound.request) {
+            // The catalog is in memory: it neither waits for a group commit
+            // nor makes one.
+            Ok(MerchantRequest::Catalog) if inbound.protocol == protocol::CATALOG => {
+                MerchantResponse::Catalog(self.merchant.catalog())
+            }
             Ok(request) if protocol::for_merchant_request(&request) == inbound.protocol => {
                 self.store.submit(
                     request,
@@ -167,6 +172,7 @@ impl MerchantNode {
         broker: Multiaddr,
         options: NetOptions,
     ) -> Result<MerchantNode, MerchantStartError> {
+        crate::fault::arm_from_env()?;
         let mut store = SqliteMerchantStore::open(database)
             .map_err(|e| MerchantStartError::Store(e.to_string()))?;
         let mut config = NodeConfig::new(keypair(&setup.keys.signing));

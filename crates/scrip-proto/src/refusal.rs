@@ -50,8 +50,15 @@ pub enum Refusal {
     NotOwner { scrip: ScripId },
     #[error("the signature on the {what} does not verify")]
     BadSignature { what: String },
-    #[error("wrong PIN for account {account}")]
-    WrongPin { account: AccountNumber },
+    /// A PIN-checked request (Obtain BrokerScrip, merchant registration)
+    /// named an account that does not exist, or gave a wrong PIN for one
+    /// that does. The broker gives the same answer for both, after as long
+    /// a check, so that account numbers cannot be probed.
+    #[error("the account number {account} or the PIN is wrong; check both (the broker does not say which, and locks an account after too many wrong PINs in a row)")]
+    WrongAccountOrPin { account: AccountNumber },
+    /// No such account: the answer to the broker's operator only (deposit,
+    /// withdrawal, unlock). A peer's request never gets it: see
+    /// [`Refusal::WrongAccountOrPin`].
     #[error("there is no account {account} at this broker")]
     UnknownAccount { account: AccountNumber },
     #[error(
@@ -123,7 +130,7 @@ impl Refusal {
             Refusal::InsufficientValue { .. } => 2008,
             Refusal::NotOwner { .. } => 2009,
             Refusal::BadSignature { .. } => 3001,
-            Refusal::WrongPin { .. } => 3002,
+            Refusal::WrongAccountOrPin { .. } => 3002,
             Refusal::UnknownAccount { .. } => 3003,
             Refusal::AccountKeyMismatch { .. } => 3004,
             Refusal::Overdraft { .. } => 3005,

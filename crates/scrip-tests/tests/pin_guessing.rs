@@ -1,13 +1,14 @@
 //! PIN guessing: wrong PINs in a row are counted in the broker's store, the
 //! account is locked when the count reaches the limit, a locked account is
 //! refused before its PIN hash is computed, and every wrong PIN, lock and
-//! unlock is in the audit log.
+//! unlock is in the audit log. An unknown account is answered as a wrong
+//! PIN is, at the same cost, so account numbers cannot be probed.
 
 use scrip_core::broker::{OpenedAccount, Unlocked};
 use scrip_core::store::{AccountLock, BrokerStore, BrokerTx, PinFailures};
 use scrip_core::{Merchant, MerchantConfig, MerchantKeys, WalletError};
 use scrip_proto::msg::{BrokerRequest, BrokerResponse};
-use scrip_proto::{decode, AccountNumber, Pin, Refusal, RequestId, Secret32, Timestamp};
+use scrip_proto::{decode, encode, AccountNumber, Pin, Refusal, RequestId, Secret32, Timestamp};
 use scrip_tests::{amount, without_table, Backend, Sim};
 
 /// The default limit of wrong PINs in a row.
@@ -82,7 +83,7 @@ fn lock(sim: &mut Sim, wallet: usize, alice: &OpenedAccount) {
     for _ in 1..LIMIT {
         assert_eq!(
             attempt(sim, wallet, alice.number, &wrong(&alice.pin), "1"),
-            Err(Refusal::WrongPin {
+            Err(Refusal::WrongAccountOrPin {
                 account: alice.number
             })
         );
@@ -100,7 +101,7 @@ fn wrong_pins_up_to_the_limit_then_the_account_is_locked(backend: Backend) {
         let before = sim.broker_store.fingerprint().unwrap();
         assert_eq!(
             attempt(&mut sim, wallet, alice.number, &wrong(&alice.pin), "1"),
-            Err(Refusal::WrongPin {
+            Err(Refusal::WrongAccountOrPin {
                 account: alice.number
             })
         );
@@ -204,7 +205,7 @@ fn a_step_that_authenticates_resets_the_count_and_a_refused_one_does_not(backend
     for _ in 1..LIMIT {
         assert!(matches!(
             attempt(&mut sim, wallet, alice.number, &wrong(&alice.pin), "1"),
-            Err(Refusal::WrongPin { .. })
+            Err(Refusal::WrongAccountOrPin { .. })
         ));
     }
     // So does a merchant registration, which also checks the PIN.
@@ -217,7 +218,7 @@ fn a_step_that_authenticates_resets_the_count_and_a_refused_one_does_not(backend
     for _ in 1..LIMIT {
         assert_eq!(
             register(&mut sim, alice.number, &wrong(&alice.pin)),
-            BrokerResponse::Refused(Refusal::WrongPin {
+            BrokerResponse::Refused(Refusal::WrongAccountOrPin {
                 account: alice.number
             })
         );
@@ -257,7 +258,7 @@ fn the_count_and_the_lock_survive_a_restart_and_hold_for_a_second_broker_process
     for _ in 0..2 {
         assert!(matches!(
             attempt(&mut sim, wallet, alice.number, &wrong(&alice.pin), "1"),
-            Err(Refusal::WrongPin { .. })
+            Err(Refusal::WrongAccountOrPin { .. })
         ));
     }
     sim.broker_store = first;
@@ -417,7 +418,7 @@ fn wrong_pins_in_one_group_commit_are_each_counted_and_the_lock_holds_within_it(
         .answer_group(&mut sim.broker_store, sim.now, &mut sim.rng, &requests);
     let refusals: Vec<_> = answers.into_iter().map(|a| a.response).collect();
     let mut expected = vec![
-        BrokerResponse::Refused(Refusal::WrongPin {
+        BrokerResponse::Refused(Refusal::WrongAccountOrPin {
             account: alice.number
         });
         LIMIT as usize - 1
@@ -437,6 +438,77 @@ fn wrong_pins_in_one_group_commit_are_each_counted_and_the_lock_holds_within_it(
     assert_eq!(audit.account_locks.len(), 1);
 }
 
+fn an_unknown_account_gets_the_answer_of_a_wrong_pin_at_the_same_cost(backend: Backend) {
+    let mut sim = Sim::on(backend, 28);
+    let (alice, wallet) = setup(&mut sim);
+    let nobody = AccountNumber(111_111_111_111);
+    let answer_bytes = |sim: &mut Sim, account: AccountNumber, pin: Pin| {
+        let w = &mut sim.wallets[wallet];
+        let pending = w
+            .wallet
+            .obtain_broker_scrip(&mut w.store, &mut sim.rng, account, pin, amount("1"))
+            .unwrap();
+        let request = decode(&pending.request).unwrap();
+        let verified = sim.broker.pin_verifications();
+        let answers =
+            sim.broker
+                .answer_group(&mut sim.broker_store, sim.now, &mut sim.rng, &[request]);
+        assert_eq!(
+            sim.broker.pin_verifications(),
+            verified + 1,
+            "not one Argon2id check"
+        );
+        encode(&answers[0])
+    };
+    let wrong_pin = answer_bytes(&mut sim, alice.number, wrong(&alice.pin));
+    let before = sim.broker_store.fingerprint().unwrap();
+    let leaves = log_size(&mut sim);
+    let unknown = answer_bytes(&mut sim, nobody, alice.pin.clone());
+
+    // Byte for byte the same answer, but for the account number the
+    // requester sent, which the refusal repeats (a refusal carries no request id).
+    let echo = |account: AccountNumber| encode(&account);
+    let position = wrong_pin
+        .windows(8)
+        .position(|w| w == echo(alice.number))
+        .expect("the refusal repeats the account number");
+    let mut expected = wrong_pin.clone();
+    expected[position..position + 8].copy_from_slice(&echo(nobody));
+    assert_eq!(unknown, expected);
+    let refusal = |bytes: &[u8]| match decode::<scrip_proto::msg::BrokerAnswer>(bytes)
+        .unwrap()
+        .response
+    {
+        BrokerResponse::Refused(refusal) => refusal,
+        other => panic!("not a refusal: {other:?}"),
+    };
+    let (wrong_pin, unknown) = (refusal(&wrong_pin), refusal(&unknown));
+    assert_eq!(unknown, Refusal::WrongAccountOrPin { account: nobody });
+    assert_eq!(wrong_pin.code(), unknown.code());
+    assert_eq!(
+        wrong_pin
+            .to_string()
+            .replace(&alice.number.to_string(), &nobody.to_string()),
+        unknown.to_string()
+    );
+    assert!(unknown.to_string().contains("PIN"), "{unknown}");
+
+    // Merchant registration, the other step that checks a PIN, answers alike.
+    assert_eq!(
+        register(&mut sim, nobody, &alice.pin),
+        BrokerResponse::Refused(Refusal::WrongAccountOrPin { account: nobody })
+    );
+    // The broker keeps its own distinction: the wrong PIN was counted and
+    // logged; the unknown account left nothing, so it cannot be locked
+    // into existence nor grow the log.
+    assert_eq!(pin_failures(&mut sim, alice.number).count, 1);
+    assert_eq!(sim.broker_store.fingerprint().unwrap(), before);
+    assert_eq!(log_size(&mut sim), leaves);
+    let audit = sim.audit();
+    assert!(audit.clean(), "{:#?}", audit.findings);
+    assert_eq!(audit.refused_pins.get(&nobody), None);
+}
+
 scrip_tests::on_each_backend!(
     wrong_pins_up_to_the_limit_then_the_account_is_locked,
     a_locked_account_refuses_the_right_pin_without_running_argon2,
@@ -445,4 +517,5 @@ scrip_tests::on_each_backend!(
     the_operator_unlocks_a_locked_account,
     a_timed_lock_lapses_and_one_more_wrong_pin_locks_again,
     wrong_pins_in_one_group_commit_are_each_counted_and_the_lock_holds_within_it,
+    an_unknown_account_gets_the_answer_of_a_wrong_pin_at_the_same_cost,
 );

@@ -112,7 +112,7 @@ fn build_pristine() -> Pristine {
         .obtain_broker_scrip(bob_wallet, bob.number, &Pin::new(wrong).unwrap(), "1")
         .unwrap_err();
     assert!(
-        matches!(&error, WalletError::Refused(Refusal::WrongPin { account }) if *account == bob.number),
+        matches!(&error, WalletError::Refused(Refusal::WrongAccountOrPin { account }) if *account == bob.number),
         "{error}"
     );
     sim.obtain_broker_scrip(bob_wallet, bob.number, &bob.pin, "1")

@@ -218,16 +218,19 @@ impl Daemon {
     /// for the first stdout line of type `kind` (at most [`START_TIMEOUT`]).
     /// Its stderr goes to `log`.
     pub fn start(args: &[&str], pin: Option<&str>, kind: &str, log: &Path) -> Daemon {
-        Daemon::start_on(args, pin, kind, log, "/ip4/127.0.0.1/tcp/0")
+        Daemon::start_on(args, pin, kind, log, "/ip4/127.0.0.1/tcp/0", &[])
     }
 
-    /// [`Daemon::start`] listening on `listen`.
+    /// [`Daemon::start`] listening on `listen`, with `env` added to its
+    /// environment. A process that the fault hook ([`scrip_node::fault`])
+    /// ends before its listening line is returned with `data` null.
     pub fn start_on(
         args: &[&str],
         pin: Option<&str>,
         kind: &str,
         log: &Path,
         listen: &str,
+        env: &[(&str, &str)],
     ) -> Daemon {
         let shown = format!("scrip --json {} --listen {listen}", args.join(" "));
         let mut command = Command::new(SCRIP);
@@ -239,7 +242,8 @@ impl Daemon {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(File::create(log).expect("create the daemon's log"));
+            .stderr(File::create(log).expect("create the daemon's log"))
+            .envs(env.iter().copied());
         if let Some(pin) = pin {
             command.env("SCRIP_PIN", pin);
         }
@@ -279,8 +283,15 @@ impl Daemon {
                     }
                     seen.push(line);
                 }
-                Err(_) => {
-                    let status = daemon.child.try_wait().ok().flatten();
+                Err(error) => {
+                    let status = match error {
+                        // Its stdout is closed: it has ended, or is ending.
+                        mpsc::RecvTimeoutError::Disconnected => daemon.child.wait().ok(),
+                        mpsc::RecvTimeoutError::Timeout => daemon.child.try_wait().ok().flatten(),
+                    };
+                    if status.and_then(|s| s.code()) == Some(scrip_node::fault::EXIT_STATUS) {
+                        return daemon;
+                    }
                     panic!(
                         "`{}` printed no {kind:?} line within {START_TIMEOUT:?} (exit status {status:?})\nstdout:\n{}\nstderr:\n{}",
                         daemon.shown,
@@ -303,6 +314,21 @@ impl Daemon {
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits at most `timeout` for the process to end by itself: its exit
+    /// status, or `None` if it still runs.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Ends the process at once with SIGKILL, as a crash would: nothing of
@@ -507,6 +533,7 @@ impl Network {
             "broker-listening",
             &self.root.path().join("broker-restarted.log"),
             &listen,
+            &[],
         );
         assert_eq!(self.broker.address(), address, "restarted elsewhere");
     }
