@@ -521,12 +521,27 @@ impl Broker {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         requests: &[BrokerRequest],
     ) -> Vec<Ahead> {
+        let issues_scrip = |request: &BrokerRequest| {
+            matches!(
+                request,
+                BrokerRequest::ObtainBrokerScrip(_) | BrokerRequest::ObtainVendorScrip(_)
+            )
+        };
+        if !requests.iter().any(issues_scrip) {
+            // Intents and payment records, the bulk under load: nothing to seal.
+            return requests.iter().map(|_| Ahead::default()).collect();
+        }
         let licences = self.licences_of(store, requests);
-        // One generator per request, drawn in order: the same seed gives the
-        // same answers however many cores share the work.
+        // One generator per request that issues scrip, drawn in order: the
+        // same seed gives the same answers however many cores share the work.
         let work: Vec<_> = requests
             .iter()
-            .map(|request| (request, ChaCha20Rng::from_rng(&mut *rng).ok()))
+            .map(|request| {
+                let rng = issues_scrip(request)
+                    .then(|| ChaCha20Rng::from_rng(&mut *rng).ok())
+                    .flatten();
+                (request, rng)
+            })
             .collect();
         parallel::map(&work, |(request, rng)| match (request, rng.clone()) {
             (request, Some(mut rng)) => self.ahead(now, &mut rng, &licences, request),
