@@ -10,6 +10,8 @@
 //! the records in signed batches; [`Merchant::handle_payment_records_ack`]
 //! clears them.
 
+use std::collections::HashMap;
+
 use scrip_proto::crypto::{digest, labelled_bytes, BadSignature, Proved, Signed};
 use scrip_proto::msg::{
     envelope_aad, purpose, BatchedReceipt, BrokerInfo, BrokerRequest, BrokerResponse, Buy,
@@ -206,7 +208,7 @@ impl Merchant {
             // One transaction for the whole group: a sale refuses only before
             // its first write (see `sell`), so a refusal has nothing to undo.
             let mut tx = store.begin()?;
-            let mut sales: Vec<Sale> = Vec::new();
+            let mut sales = Sales::default();
             let mut answers = Vec::with_capacity(requests.len());
             for request in requests {
                 let answer = match request {
@@ -214,11 +216,8 @@ impl Merchant {
                         Answer::Done(Box::new(MerchantResponse::Catalog(self.catalog())))
                     }
                     MerchantRequest::Buy(buy) => match self.buy(&mut tx, now, rng, buy, &sales) {
-                        Ok(Bought::New(sale)) => {
-                            sales.push(sale);
-                            Answer::Sale(sales.len() - 1)
-                        }
-                        Ok(Bought::Earlier(sale)) => Answer::Sale(sale),
+                        Ok(Bought::New(sale)) => Answer::Sale(sales.push(sale)),
+                        Ok(Bought::Earlier(sale)) => Answer::Retry(sale),
                         Ok(Bought::Stored(delivered)) => {
                             Answer::Done(Box::new(MerchantResponse::ItemDelivered(delivered)))
                         }
@@ -229,19 +228,29 @@ impl Merchant {
                 };
                 answers.push(answer);
             }
-            let delivered = self.deliver(&mut tx, now, sales)?;
+            let mut delivered: Vec<_> = self
+                .deliver(&mut tx, now, sales.made)?
+                .into_iter()
+                .map(Some)
+                .collect();
             tx.commit()?;
-            Ok::<_, Refusal>(
-                answers
-                    .into_iter()
-                    .map(|answer| match answer {
-                        Answer::Done(response) => *response,
-                        Answer::Sale(sale) => {
-                            MerchantResponse::ItemDelivered(delivered[sale].clone())
-                        }
-                    })
-                    .collect(),
-            )
+            // Backwards, so that a sale's retries, which come after it, copy
+            // its delivery before the sale itself takes it.
+            let mut responses: Vec<_> = answers
+                .into_iter()
+                .rev()
+                .map(|answer| match answer {
+                    Answer::Done(response) => *response,
+                    Answer::Retry(sale) => MerchantResponse::ItemDelivered(
+                        delivered[sale].clone().expect("taken only by its sale"),
+                    ),
+                    Answer::Sale(sale) => MerchantResponse::ItemDelivered(
+                        delivered[sale].take().expect("taken only by its sale"),
+                    ),
+                })
+                .collect();
+            responses.reverse();
+            Ok::<_, Refusal>(responses)
         })
         .unwrap_or_else(|refusal| vec![MerchantResponse::Refused(refusal); requests.len()])
     }
@@ -273,12 +282,12 @@ impl Merchant {
         now: Timestamp,
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         request: &Proved<Buy>,
-        sales: &[Sale],
+        sales: &Sales,
     ) -> Result<Bought, Refusal> {
         let body = &request.body;
         let request_digest = digest(request);
-        if let Some(earlier) = sales.iter().position(|s| s.request_id == body.request_id) {
-            if sales[earlier].request_digest != request_digest {
+        if let Some(&earlier) = sales.by_request.get(&body.request_id) {
+            if sales.made[earlier].request_digest != request_digest {
                 return Err(Refusal::RequestIdReused {
                     request: body.request_id,
                 });
@@ -564,6 +573,8 @@ enum Answer {
     Done(Box<MerchantResponse>),
     /// Delivered with the group's sale of this index.
     Sale(usize),
+    /// A retry of the group's sale of this index, later in the same group.
+    Retry(usize),
 }
 
 /// What a Buy item came to in its transaction.
@@ -574,6 +585,23 @@ enum Bought {
     Earlier(usize),
     /// A retry of a sale answered by an earlier group.
     Stored(ItemDelivered),
+}
+
+/// The sales made so far in a group, found by request id.
+#[derive(Default)]
+struct Sales {
+    made: Vec<Sale>,
+    by_request: HashMap<RequestId, usize>,
+}
+
+impl Sales {
+    /// Adds `sale`; returns its index.
+    fn push(&mut self, sale: Sale) -> usize {
+        let index = self.made.len();
+        self.by_request.insert(sale.request_id, index);
+        self.made.push(sale);
+        index
+    }
 }
 
 /// A sale made in a group, waiting for its receipt to be signed.
