@@ -2,12 +2,18 @@
 //!
 //! A durable step costs one fsync, and an fsync costs about as much for one
 //! step as for a thousand. So requests that arrive while a group is being
-//! committed wait in a queue, and the next thread to find the store free
-//! answers all of them as one group ([`scrip_core::Broker::answer_group`],
+//! committed wait in a queue, and one thread at a time, the leader, answers
+//! everything queued as one group ([`scrip_core::Broker::answer_prepared`],
 //! [`scrip_core::Merchant::answer_group`]). Nobody waits on a timer: a lone
 //! request is answered at once, and under load groups grow by themselves.
+//!
+//! Waiting threads sleep on their own answer, not on the store, so that a
+//! leader finishing a group hands the store to the next leader at once, and
+//! that leader takes everything that queued meanwhile: handler threads
+//! queueing on the store's lock instead took it one by one, in groups of one
+//! or two.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError};
 use std::sync::{Mutex, MutexGuard};
 
 /// The most requests one group answers; later ones wait for the next group,
@@ -17,14 +23,30 @@ pub const MAX_GROUP: usize = 512;
 /// A store, and the requests waiting for it to answer them as a group.
 pub struct Grouped<S, Q, A> {
     store: Mutex<S>,
-    waiting: Mutex<Vec<(Q, SyncSender<A>)>>,
+    queue: Mutex<Queue<Q, A>>,
+}
+
+struct Queue<Q, A> {
+    waiting: Vec<(Q, SyncSender<Turn<A>>)>,
+    /// A thread is answering groups; the others wait for a [`Turn`].
+    leading: bool,
+}
+
+/// What a waiting request's thread is woken with.
+enum Turn<A> {
+    Answer(A),
+    /// Lead: answer the queue, this request's group included.
+    Lead,
 }
 
 impl<S, Q, A> Grouped<S, Q, A> {
     pub fn new(store: S) -> Self {
         Grouped {
             store: Mutex::new(store),
-            waiting: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue {
+                waiting: Vec::new(),
+                leading: false,
+            }),
         }
     }
 
@@ -47,54 +69,68 @@ impl<S, Q, A> Grouped<S, Q, A> {
         lost: impl Fn() -> A,
     ) -> A {
         let (sender, receiver) = sync_channel(1);
-        self.queue().push((request, sender));
+        let lead = {
+            let mut queue = self.queue();
+            queue.waiting.push((request, sender));
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if !lead {
+            match receiver.recv() {
+                Ok(Turn::Answer(answer)) => return answer,
+                Ok(Turn::Lead) => {}
+                Err(_) => return lost(),
+            }
+        }
+        // Hands the lead on however this thread stops leading, a panic included.
+        let _leader = Leader(self);
         loop {
-            if let Some(answer) = answered(&receiver, &lost) {
-                return answer;
-            }
-            let mut store = self.store();
-            // The group before ours may have answered us while we waited.
-            if let Some(answer) = answered(&receiver, &lost) {
-                return answer;
-            }
-            // Unanswered requests stay queued until a thread holding the
-            // store takes them, so ours is in this group or a later one.
             let group = {
                 let mut queue = self.queue();
-                let take = queue.len().min(MAX_GROUP);
-                queue.drain(..take).collect::<Vec<_>>()
+                let take = queue.waiting.len().min(MAX_GROUP);
+                queue.waiting.drain(..take).collect::<Vec<_>>()
             };
-            let (requests, senders): (Vec<Q>, Vec<SyncSender<A>>) = group.into_iter().unzip();
-            if requests.is_empty() {
-                continue;
-            }
-            let answers = answer_group(&mut store, requests);
+            let (requests, senders): (Vec<Q>, Vec<_>) = group.into_iter().unzip();
+            let answers = answer_group(&mut self.store(), requests);
             // The group is committed and nothing of it answered: where the
             // crash tests' fault hook, when set, ends the process.
             crate::fault::group_committed();
-            // Answer before letting go of the store, so that a thread that
-            // takes it next finds its answer rather than an empty queue.
             for (sender, answer) in senders.into_iter().zip(answers) {
                 // A receiver is gone only if its thread died; nobody waits for it.
-                let _ = sender.send(answer);
+                let _ = sender.send(Turn::Answer(answer));
+            }
+            // Ours was in this group unless more than a group queued before it.
+            match receiver.try_recv() {
+                Ok(Turn::Answer(answer)) => return answer,
+                // Still queued: lead the next group too. (Nobody sends a leader `Lead`.)
+                Ok(Turn::Lead) | Err(TryRecvError::Empty) => {}
+                // Our group dropped our sender without an answer.
+                Err(TryRecvError::Disconnected) => return lost(),
             }
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, Vec<(Q, SyncSender<A>)>> {
-        self.waiting
+    fn queue(&self) -> MutexGuard<'_, Queue<Q, A>> {
+        self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// The answer to our request, if its group is done.
-fn answered<A>(receiver: &Receiver<A>, lost: impl Fn() -> A) -> Option<A> {
-    match receiver.try_recv() {
-        Ok(answer) => Some(answer),
-        Err(TryRecvError::Empty) => None,
-        // Our group's thread dropped our sender without an answer.
-        Err(TryRecvError::Disconnected) => Some(lost()),
+/// The leader's duty when it stops: wake the oldest waiting request to lead
+/// the next group, or, with nobody waiting, let the next arrival lead.
+struct Leader<'a, S, Q, A>(&'a Grouped<S, Q, A>);
+
+impl<S, Q, A> Drop for Leader<'_, S, Q, A> {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue();
+        while let Some((_, sender)) = queue.waiting.first() {
+            if sender.try_send(Turn::Lead).is_ok() {
+                return;
+            }
+            // Its thread is gone (or was already answered): nobody to lead there.
+            queue.waiting.remove(0);
+        }
+        queue.leading = false;
     }
 }
 
@@ -140,6 +176,63 @@ mod tests {
             "no group ever held more than one request"
         );
         assert!(sizes.iter().all(|&size| (1..=MAX_GROUP).contains(&size)));
+    }
+
+    #[test]
+    fn requests_that_queue_while_a_group_commits_are_answered_together() {
+        // Each thread has one request in flight at a time, as a handler does.
+        const THREADS: usize = 16;
+        const EACH: usize = 50;
+        let grouped = Arc::new(Grouped::new(Vec::<usize>::new()));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let grouped = Arc::clone(&grouped);
+                std::thread::spawn(move || {
+                    for request in 0..EACH {
+                        grouped.submit(
+                            request,
+                            |sizes, group| {
+                                sizes.push(group.len());
+                                // A commit: long enough for every other thread to queue.
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                                group
+                            },
+                            || usize::MAX,
+                        );
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let sizes = grouped.store();
+        let mean = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+        assert!(
+            mean >= (THREADS / 4) as f64,
+            "groups of {mean:.1} on average: waiting requests were not taken together"
+        );
+    }
+
+    #[test]
+    fn a_leader_that_panics_hands_the_lead_on() {
+        let grouped = Arc::new(Grouped::new(()));
+        let panicking = Arc::clone(&grouped);
+        let failed = std::thread::spawn(move || {
+            panicking.submit(1, |_, _| -> Vec<u32> { panic!("a step panicked") }, || 0)
+        })
+        .join();
+        assert!(failed.is_err());
+        let (done, answer) = std::sync::mpsc::channel();
+        let next = Arc::clone(&grouped);
+        std::thread::spawn(move || {
+            let _ = done.send(next.submit(2, |_, group| group, || 0));
+        });
+        assert_eq!(
+            answer.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(2),
+            "the next request must find nobody leading, and lead"
+        );
     }
 
     #[test]
