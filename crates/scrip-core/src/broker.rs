@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -114,6 +114,11 @@ pub struct Broker {
     /// [`PinHashing::dummy_hash`] of `config.pin_hashing`, made at the first
     /// PIN for an unknown account: what such a PIN is checked against.
     dummy_pin_hash: OnceLock<String>,
+    /// Merchants' licences as steps last read them from the store, so that
+    /// work ahead outside a group ([`Broker::prepare`]) can mint VendorScrip
+    /// without reading the store. Only a hint: a step keeps what was minted
+    /// ahead only under the licence the store still has, and refreshes this.
+    licences: RwLock<HashMap<MerchantId, Licence>>,
 }
 
 impl IssuerSecrets for Broker {
@@ -157,10 +162,31 @@ struct Ahead {
     issued: Option<(IssuedScrip, Option<Licence>)>,
 }
 
+/// A broker request with its work ahead done (see [`Broker::prepare`]):
+/// what a node queues for the next group commit.
+pub struct Prepared {
+    request: BrokerRequest,
+    ahead: Ahead,
+}
+
+impl Prepared {
+    pub fn request(&self) -> &BrokerRequest {
+        &self.request
+    }
+}
+
 /// Which way money crosses between an account and the outside bank.
 enum Outside {
     Deposit,
     Withdrawal,
+}
+
+/// Whether `request` issues scrip, and so has public-key work to do ahead.
+fn issues_scrip(request: &BrokerRequest) -> bool {
+    matches!(
+        request,
+        BrokerRequest::ObtainBrokerScrip(_) | BrokerRequest::ObtainVendorScrip(_)
+    )
 }
 
 /// Runs a read-only `step` in one transaction.
@@ -194,6 +220,7 @@ impl Broker {
             stamping,
             pin_verifications: AtomicU64::new(0),
             dummy_pin_hash: OnceLock::new(),
+            licences: RwLock::default(),
         }
     }
 
@@ -484,6 +511,53 @@ impl Broker {
         requests: &[BrokerRequest],
     ) -> Vec<BrokerAnswer> {
         let ahead = self.work_ahead(store, now, rng, requests);
+        self.answer(store, now, rng, requests, ahead)
+    }
+
+    /// Does the work of `request` that needs no store (see [`Ahead`]) before
+    /// it joins a group: a node calls this in each request's own thread, so
+    /// that the public-key work of the next group overlaps the commit of the
+    /// one before ([`Broker::answer_prepared`] then answers the group).
+    /// VendorScrip is minted ahead only for merchants whose licence an
+    /// earlier step has read.
+    pub fn prepare(
+        &self,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        request: BrokerRequest,
+    ) -> Prepared {
+        let ahead = if issues_scrip(&request) {
+            self.ahead(now, rng, &request)
+        } else {
+            Ahead::default()
+        };
+        Prepared { request, ahead }
+    }
+
+    /// [`Broker::answer_group`] for requests already prepared: the same answers.
+    pub fn answer_prepared(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        group: Vec<Prepared>,
+    ) -> Vec<BrokerAnswer> {
+        let (requests, ahead): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|prepared| (prepared.request, prepared.ahead))
+            .unzip();
+        self.answer(store, now, rng, &requests, ahead)
+    }
+
+    /// Runs the steps of a group, each with its work ahead, and makes their receipts.
+    fn answer(
+        &self,
+        store: &mut impl BrokerStore,
+        now: Timestamp,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+        requests: &[BrokerRequest],
+        ahead: Vec<Ahead>,
+    ) -> Vec<BrokerAnswer> {
         let responses = self
             .group(store, now, |store| {
                 requests
@@ -521,17 +595,11 @@ impl Broker {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         requests: &[BrokerRequest],
     ) -> Vec<Ahead> {
-        let issues_scrip = |request: &BrokerRequest| {
-            matches!(
-                request,
-                BrokerRequest::ObtainBrokerScrip(_) | BrokerRequest::ObtainVendorScrip(_)
-            )
-        };
         if !requests.iter().any(issues_scrip) {
             // Intents and payment records, the bulk under load: nothing to seal.
             return requests.iter().map(|_| Ahead::default()).collect();
         }
-        let licences = self.licences_of(store, requests);
+        self.learn_licences(store, requests);
         // One generator per request that issues scrip, drawn in order: the
         // same seed gives the same answers however many cores share the work.
         let work: Vec<_> = requests
@@ -544,41 +612,54 @@ impl Broker {
             })
             .collect();
         parallel::map(&work, |(request, rng)| match (request, rng.clone()) {
-            (request, Some(mut rng)) => self.ahead(now, &mut rng, &licences, request),
+            (request, Some(mut rng)) => self.ahead(now, &mut rng, request),
             (_, None) => Ahead::default(),
         })
     }
 
-    /// The licences of the merchants whose VendorScrip `requests` obtain, as the
-    /// store has them now; the steps check them again in their transactions.
-    fn licences_of(
-        &self,
-        store: &mut impl BrokerStore,
-        requests: &[BrokerRequest],
-    ) -> HashMap<MerchantId, Licence> {
-        let mut merchants: Vec<MerchantId> = requests
-            .iter()
-            .filter_map(|request| match request {
-                BrokerRequest::ObtainVendorScrip(r) => Some(r.body.merchant),
-                _ => None,
-            })
-            .collect();
+    /// Reads from the store the licences of the merchants whose VendorScrip
+    /// `requests` obtain and that no step has read yet; the steps check them
+    /// again in their transactions.
+    fn learn_licences(&self, store: &mut impl BrokerStore, requests: &[BrokerRequest]) {
+        let mut merchants: Vec<MerchantId> = {
+            let known = self.known_licences();
+            requests
+                .iter()
+                .filter_map(|request| match request {
+                    BrokerRequest::ObtainVendorScrip(r) => Some(r.body.merchant),
+                    _ => None,
+                })
+                .filter(|merchant| !known.contains_key(merchant))
+                .collect()
+        };
         if merchants.is_empty() {
-            return HashMap::new();
+            return;
         }
         merchants.sort_unstable();
         merchants.dedup();
-        reading(store, |tx| {
-            let mut licences = HashMap::new();
+        // Without them each step seals for itself: slower, same answers.
+        let _ = reading(store, |tx| {
             for merchant in merchants {
                 if let Some(record) = tx.merchant(&merchant)? {
-                    licences.insert(merchant, record.licence);
+                    self.remember_licence(&record);
                 }
             }
-            Ok(licences)
-        })
-        // Without them each step seals for itself: slower, same answers.
-        .unwrap_or_default()
+            Ok(())
+        });
+    }
+
+    fn known_licences(&self) -> std::sync::RwLockReadGuard<'_, HashMap<MerchantId, Licence>> {
+        // A thread that panicked while inserting left a whole map behind.
+        self.licences
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remember_licence(&self, merchant: &MerchantRecord) {
+        self.licences
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(merchant.merchant, merchant.licence.clone());
     }
 
     /// One request's work ahead.
@@ -586,7 +667,6 @@ impl Broker {
         &self,
         now: Timestamp,
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
-        licences: &HashMap<MerchantId, Licence>,
         request: &BrokerRequest,
     ) -> Ahead {
         match request {
@@ -604,12 +684,13 @@ impl Broker {
             }
             BrokerRequest::ObtainVendorScrip(request) => {
                 let body = &request.body;
-                let issued = licences.get(&body.merchant).and_then(|licence| {
+                let licence = self.known_licences().get(&body.merchant).cloned();
+                let issued = licence.and_then(|licence| {
                     let scrip =
-                        self.mint_vendor_scrip(rng, body.merchant, licence, body.amount, now);
+                        self.mint_vendor_scrip(rng, body.merchant, &licence, body.amount, now);
                     self.issue(rng, scrip, &licence.customer_master, &body.reply_key)
                         .ok()
-                        .map(|issued| (issued, Some(licence.clone())))
+                        .map(|issued| (issued, Some(licence)))
                 });
                 Ahead {
                     order: None,
@@ -888,6 +969,8 @@ impl Broker {
             // Minted ahead under the licence the merchant still has.
             Some((issued, Some(licence))) if licence == merchant.licence => issued,
             _ => {
+                // Not read yet, or changed since: ahead work can use it from now on.
+                self.remember_licence(&merchant);
                 let scrip = self.mint_vendor_scrip(
                     rng,
                     merchant.merchant,

@@ -42,7 +42,7 @@ pub mod store;
 pub mod validate;
 pub mod wallet;
 
-pub use broker::{Broker, BrokerConfig};
+pub use broker::{Broker, BrokerConfig, Prepared};
 pub use keys::{BrokerKeys, MerchantKeys, PinHashing, WalletKeys};
 pub use merchant::{CatalogItem, Merchant, MerchantConfig};
 pub use wallet::{Wallet, WalletError};

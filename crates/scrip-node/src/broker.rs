@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
-use scrip_core::Broker;
+use scrip_core::{Broker, Prepared};
 use scrip_proto::msg::{
     AuditRequest, AuditResponse, BrokerAnswer, BrokerRequest, BrokerResponse, MerchantEntry,
 };
@@ -17,7 +17,7 @@ use crate::{keypair, now, protocol, NetError, NetOptions};
 /// The broker and its store, shared by the request handlers.
 pub struct BrokerService {
     broker: Broker,
-    store: Grouped<BrokerDb, BrokerRequest, BrokerAnswer>,
+    store: Grouped<BrokerDb, Prepared, BrokerAnswer>,
 }
 
 impl BrokerService {
@@ -33,7 +33,9 @@ impl BrokerService {
     }
 
     /// Answers one inbound request. Steps are answered in groups, one durable
-    /// commit per group (see [`Grouped`]).
+    /// commit per group (see [`Grouped`]); each request's public-key work is
+    /// done here, in its own thread, before it queues, so that it overlaps
+    /// the commit of the group before ([`Broker::prepare`]).
     pub fn handle(&self, inbound: Inbound) -> Vec<u8> {
         if inbound.protocol == protocol::INFO {
             return encode(&self.broker.info());
@@ -59,11 +61,13 @@ impl BrokerService {
         };
         let answer = match decode::<BrokerRequest>(&inbound.request) {
             Ok(request) if protocol::for_broker_request(&request) == inbound.protocol => {
+                let prepared = self.broker.prepare(now(), &mut rand::rngs::OsRng, request);
+
                 self.store.submit(
-                    request,
+                    prepared,
                     |store, group| {
                         self.broker
-                            .answer_group(store, now(), &mut rand::rngs::OsRng, &group)
+                            .answer_prepared(store, now(), &mut rand::rngs::OsRng, group)
                     },
                     || refused(Refusal::Unavailable),
                 )

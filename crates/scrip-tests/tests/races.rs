@@ -301,8 +301,80 @@ fn vendor_scrip_follows_a_licence_changed_earlier_in_the_same_group(backend: Bac
     sim.assert_conserved();
 }
 
+/// A node prepares each request (mints VendorScrip, seals its secret) in the
+/// request's own thread, before it queues, under the licence the broker last
+/// read. A merchant that re-registers while requests wait must still get
+/// VendorScrip minted under the licence it has when each exchange runs.
+fn vendor_scrip_prepared_before_a_licence_changed_follows_the_new_licence(backend: Backend) {
+    let mut sim = Sim::on(backend, 18);
+    let alice = sim.open_account("alice", "1000");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet();
+    let merchant = sim.merchant_id(tea);
+    // Each exchange spends BrokerScrip of its own.
+    let mut exchanges: Vec<BrokerRequest> = (0..5)
+        .map(|_| spends_of_fresh_broker_scrip(&mut sim, wallet, &alice, merchant).1[0].clone())
+        .collect();
+    let waiting = exchanges.split_off(1);
+    // One exchange answered: the broker now knows the series 1 licence.
+    let answers = sim
+        .broker
+        .answer_group(&mut sim.broker_store, sim.now, &mut sim.rng, &exchanges);
+    let BrokerResponse::VendorScripIssued(issued) = &answers[0].response else {
+        panic!("exchange refused: {:?}", answers[0].response);
+    };
+    assert_eq!(issued.vendor_scrip.scrip.body.id.series, 1);
+    let prepared: Vec<_> = waiting
+        .into_iter()
+        .map(|request| sim.broker.prepare(sim.now, &mut sim.rng, request))
+        .collect();
+
+    // While they wait, the merchant licenses series 2 instead.
+    let keys = scrip_core::MerchantKeys::from_seed(&sim.merchants[tea].seed);
+    let licence = keys.licence(2);
+    let mut config = scrip_core::MerchantConfig::new("tea");
+    config.series = 2;
+    let relicensed = scrip_core::Merchant::new(keys, sim.broker.info(), config, Vec::new());
+    let request_id = RequestId::random(&mut sim.rng);
+    let registration = relicensed
+        .registration_request(&mut sim.rng, request_id, shop.number, shop.pin.clone())
+        .unwrap();
+    let registered = sim.broker.answer_group(
+        &mut sim.broker_store,
+        sim.now,
+        &mut sim.rng,
+        &[registration],
+    );
+    assert!(matches!(
+        registered[0].response,
+        BrokerResponse::MerchantRegistered(_)
+    ));
+
+    let answers =
+        sim.broker
+            .answer_prepared(&mut sim.broker_store, sim.now, &mut sim.rng, prepared);
+    assert_eq!(answers.len(), 4);
+    for answer in &answers {
+        let BrokerResponse::VendorScripIssued(issued) = &answer.response else {
+            panic!("exchange refused: {:?}", answer.response);
+        };
+        let scrip = &issued.vendor_scrip.scrip;
+        assert_eq!(scrip.body.id.series, 2, "minted under the new licence");
+        let expected = scrip_core::validate::Expected {
+            kind: ScripKind::Vendor,
+            issuer: &merchant,
+            currency: scrip.body.currency,
+        };
+        scrip_core::validate::verify_stamp(scrip, &expected, &licence)
+            .expect("the merchant's new licence takes it");
+    }
+    sim.assert_conserved();
+}
+
 scrip_tests::on_each_backend!(
     racing_spends_of_one_broker_scrip_have_exactly_one_winner,
     spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner,
     vendor_scrip_follows_a_licence_changed_earlier_in_the_same_group,
+    vendor_scrip_prepared_before_a_licence_changed_follows_the_new_licence,
 );
