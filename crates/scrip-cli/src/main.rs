@@ -77,6 +77,12 @@ enum Command {
         #[arg(long, value_name = "URL")]
         postgres: Option<String>,
     },
+    /// One broker process of `scrip bench --postgres`, started by the bench.
+    #[command(hide = true)]
+    BenchWorker {
+        /// The worker's share of the requests, written by the bench.
+        requests: PathBuf,
+    },
     /// Checks a broker directory (live, or a copy) with the broker's public key only.
     Audit {
         dir: PathBuf,
@@ -319,6 +325,7 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
             })
             .await?,
         ),
+        Command::BenchWorker { requests } => cmd::bench::worker(&requests)?,
         Command::Audit { dir, broker_key } => {
             let (report, verdict) = cmd::audit::run(&dir, broker_key)?;
             print(report);

@@ -3,11 +3,15 @@
 //! copy of it per test, one targeted modification made behind the broker's
 //! back with raw SQL. The audit, with the broker's public key only, must fail
 //! and name the table and row, or the log leaf, that was touched.
+//!
+//! Every case runs on SQLite and on PostgreSQL ([`on_each_backend!`]), each
+//! with a pristine database of its own made by the same run. The SQL is
+//! written once, in what both accept, with `?1` placeholders.
 
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
 use std::sync::OnceLock;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use scrip_core::audit::{audit, AuditReport, Check, Finding};
 use scrip_core::event::BrokerEvent;
 use scrip_core::log::{sign_checkpoint, verify_checkpoint};
@@ -19,14 +23,12 @@ use scrip_proto::{
     decode, encode, AccountNumber, Amount, MerchantId, Pin, PublicKey, Refusal, RequestId,
     ScripKind, Secret32, Timestamp,
 };
-use scrip_store::BrokerDb;
-use scrip_store_sqlite::SqliteBrokerStore;
-use scrip_tests::{amount, Sim};
+use scrip_store::{BrokerDatabase, BrokerDb};
+use scrip_tests::{amount, on_each_backend, Backend, Sim};
 
 /// The untouched database of a real run, and what the tests know about it.
 struct Pristine {
-    /// The database file's bytes, with its WAL checkpointed in.
-    db: Vec<u8>,
+    db: Dump,
     /// The broker's public key: all the audit is given.
     broker: PublicKey,
     now: Timestamp,
@@ -40,21 +42,35 @@ struct Pristine {
     tea: MerchantId,
 }
 
-fn pristine() -> &'static Pristine {
-    static PRISTINE: OnceLock<Pristine> = OnceLock::new();
-    PRISTINE.get_or_init(build_pristine)
+/// The pristine database, as it is copied for each test.
+enum Dump {
+    /// The file's bytes, with its WAL checkpointed in.
+    Sqlite(Vec<u8>),
+    /// Each table's rows in `COPY … (FORMAT binary)`, in an order that
+    /// restores rows before the rows that refer to them.
+    Postgres(Vec<(String, Vec<u8>)>),
 }
 
-/// A real run on a file-backed broker store: accounts, deposits, a
+/// The pristine database on the kind of `backend`, made on first use.
+fn pristine(backend: &Backend) -> &'static Pristine {
+    static SQLITE: OnceLock<Pristine> = OnceLock::new();
+    static POSTGRES: OnceLock<Pristine> = OnceLock::new();
+    match backend {
+        Backend::Postgres(_) => POSTGRES.get_or_init(|| {
+            build_pristine(Backend::postgres().expect("SCRIP_TEST_POSTGRES_URL is set"))
+        }),
+        Backend::SqliteMemory | Backend::SqliteFile(_) => {
+            SQLITE.get_or_init(|| build_pristine(Backend::SqliteMemory.durable()))
+        }
+    }
+}
+
+/// A real run on a durable broker store: accounts, deposits, a
 /// withdrawal, BrokerScrip, VendorScrip at two merchants, purchases with
 /// change, settlement, role inversion, a refused double spend, a wrong PIN,
 /// and an account locked after wrong PINs, unlocked, and locked again.
-fn build_pristine() -> Pristine {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("broker.db");
-    let mut sim = Sim::new(11);
-    // A file the test keeps after the run, to copy and tamper with.
-    sim.broker_store = BrokerDb::Sqlite(SqliteBrokerStore::open(&path).unwrap());
+fn build_pristine(backend: Backend) -> Pristine {
+    let mut sim = Sim::on(backend, 11);
     let alice = sim.open_account("alice", "100");
     let bob = sim.open_account("bob", "50");
     let tea_account = sim.open_account("tea shop", "0");
@@ -179,17 +195,25 @@ fn build_pristine() -> Pristine {
     let broker = sim.broker.info().broker;
     let now = sim.now;
     let tea_id = sim.merchant_id(tea);
+    let snapshot = sim.audit_snapshot();
+    let database = sim.backend.database().expect("a durable backend");
+    // The run's connections closed, its database kept until dumped.
+    let backend = std::mem::replace(&mut sim.backend, Backend::SqliteMemory);
     drop(sim);
-
-    // Fold the WAL into the main file, so the file alone is the database.
-    let conn = Connection::open(&path).unwrap();
-    let busy: i64 = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(busy, 0, "the WAL could not be checkpointed");
-    drop(conn);
-    let db = std::fs::read(&path).unwrap();
-    let snapshot = snapshot_of(&path).unwrap();
+    let db = match &database {
+        BrokerDatabase::Sqlite(path) => {
+            // Fold the WAL into the main file, so the file alone is the database.
+            let conn = Connection::open(path).unwrap();
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(busy, 0, "the WAL could not be checkpointed");
+            drop(conn);
+            Dump::Sqlite(std::fs::read(path).unwrap())
+        }
+        BrokerDatabase::Postgres(url) => Dump::Postgres(dump_postgres(url)),
+    };
+    drop(backend);
     Pristine {
         db,
         broker,
@@ -203,34 +227,199 @@ fn build_pristine() -> Pristine {
     }
 }
 
-fn snapshot_of(path: &Path) -> Result<BrokerSnapshot, StoreError> {
-    let mut store = SqliteBrokerStore::open(path)?;
-    let mut tx = store.begin()?;
-    let snapshot = tx.snapshot()?;
-    Ok(snapshot)
+/// Tables the migrations make and fill themselves: not copied.
+const BOOKKEEPING: [&str; 2] = ["scrip_schema", "writer"];
+
+/// Every table of the schema the connection works in but [`BOOKKEEPING`],
+/// tables with foreign keys last, with their rows.
+fn dump_postgres(url: &str) -> Vec<(String, Vec<u8>)> {
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+             ORDER BY EXISTS (SELECT 1 FROM pg_constraint f
+                              WHERE f.conrelid = c.oid AND f.contype = 'f'), c.relname",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .filter(|table: &String| !BOOKKEEPING.contains(&table.as_str()))
+        .collect();
+    assert!(tables.iter().any(|t| t == "events"), "tables: {tables:?}");
+    tables
+        .into_iter()
+        .map(|table| {
+            let mut rows = Vec::new();
+            client
+                .copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)"))
+                .unwrap()
+                .read_to_end(&mut rows)
+                .unwrap();
+            (table, rows)
+        })
+        .collect()
 }
 
-/// Copies the pristine database, lets `modify` tamper with the copy, then
-/// reads the copy as the auditor does and audits it.
-fn audit_copy(modify: impl FnOnce(&Path)) -> Result<AuditReport, StoreError> {
-    let p = pristine();
-    let dir = tempfile::tempdir().unwrap();
-    let path: PathBuf = dir.path().join("broker.db");
-    std::fs::write(&path, &p.db).unwrap();
-    modify(&path);
-    let snapshot = snapshot_of(&path)?;
-    Ok(audit(&p.broker, &snapshot, p.now))
+/// A copy of the pristine database, on one backend, for one test.
+struct DbCopy {
+    /// What the tests know about the database copied.
+    p: &'static Pristine,
+    database: BrokerDatabase,
+    /// Keeps the copy (a temporary file or schema) for the test.
+    _backend: Backend,
 }
 
-/// [`audit_copy`] with the modification made through a raw SQLite connection.
-fn tamper(modify: impl FnOnce(&Connection)) -> AuditReport {
-    audit_copy(|path| modify(&Connection::open(path).unwrap()))
-        .expect("the tampered database still gives a snapshot")
+impl DbCopy {
+    /// Copies the pristine database of `backend`'s kind into it: the file
+    /// into a temporary directory, or the rows into the fresh schema.
+    fn new(backend: Backend) -> DbCopy {
+        let p = pristine(&backend);
+        let backend = backend.durable();
+        let database = backend.database().expect("a durable backend");
+        match (&p.db, &database) {
+            (Dump::Sqlite(bytes), BrokerDatabase::Sqlite(path)) => {
+                std::fs::write(path, bytes).unwrap();
+            }
+            (Dump::Postgres(tables), BrokerDatabase::Postgres(url)) => {
+                // The broker's own migrations make the tables, keys and checks.
+                drop(database.open().unwrap());
+                let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+                let mut tx = client.transaction().unwrap();
+                for (table, rows) in tables {
+                    let mut copy = tx
+                        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+                        .unwrap();
+                    copy.write_all(rows).unwrap();
+                    copy.finish().unwrap();
+                }
+                tx.commit().unwrap();
+            }
+            _ => unreachable!("a pristine database of the backend's own kind"),
+        }
+        DbCopy {
+            p,
+            database,
+            _backend: backend,
+        }
+    }
+
+    /// The copy as the broker opens it.
+    fn store(&self) -> BrokerDb {
+        self.database.open().unwrap()
+    }
+
+    /// Reads the copy as the auditor does, and audits it.
+    fn audit(&self) -> Result<AuditReport, StoreError> {
+        let snapshot = self.database.open()?.begin()?.snapshot()?;
+        Ok(audit(&self.p.broker, &snapshot, self.p.now))
+    }
+
+    /// Tampers with the copy through a raw connection, then audits it.
+    fn tamper(&self, modify: impl FnOnce(&mut Sql)) -> AuditReport {
+        modify(&mut self.sql());
+        self.audit()
+            .expect("the tampered database still gives a snapshot")
+    }
+
+    /// A raw connection to the copy, behind the broker's back.
+    fn sql(&self) -> Sql {
+        match &self.database {
+            BrokerDatabase::Sqlite(path) => Sql::Sqlite(Connection::open(path).unwrap()),
+            BrokerDatabase::Postgres(url) => {
+                Sql::Postgres(::postgres::Client::connect(url, ::postgres::NoTls).unwrap())
+            }
+        }
+    }
 }
 
-/// Runs one statement that must change exactly `rows` rows.
-fn exec(conn: &Connection, rows: usize, sql: &str, params: impl rusqlite::Params) {
-    assert_eq!(conn.execute(sql, params).unwrap(), rows, "{sql}");
+/// A raw connection to either backend.
+enum Sql {
+    Sqlite(Connection),
+    Postgres(::postgres::Client),
+}
+
+/// A statement parameter, bound as each backend's type of the column.
+enum Value {
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// What a tamper case passes as a parameter.
+trait ToValue {
+    fn to_value(&self) -> Value;
+}
+
+impl ToValue for i64 {
+    fn to_value(&self) -> Value {
+        Value::Int(*self)
+    }
+}
+
+impl ToValue for u64 {
+    fn to_value(&self) -> Value {
+        Value::Int(i64::try_from(*self).expect("a stored integer"))
+    }
+}
+
+impl ToValue for String {
+    fn to_value(&self) -> Value {
+        Value::Text(self.clone())
+    }
+}
+
+impl ToValue for Vec<u8> {
+    fn to_value(&self) -> Value {
+        Value::Bytes(self.clone())
+    }
+}
+
+impl<const N: usize> ToValue for [u8; N] {
+    fn to_value(&self) -> Value {
+        Value::Bytes(self.to_vec())
+    }
+}
+
+impl Sql {
+    /// Runs one statement, written with `?1`, `?2`… placeholders (PostgreSQL
+    /// gets `$1`, `$2`…), and returns the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[&dyn ToValue]) -> usize {
+        let params: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
+        match self {
+            Sql::Sqlite(conn) => {
+                let params = params.iter().map(|value| match value {
+                    Value::Int(i) => rusqlite::types::Value::Integer(*i),
+                    Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+                    Value::Bytes(b) => rusqlite::types::Value::Blob(b.clone()),
+                });
+                conn.execute(sql, rusqlite::params_from_iter(params))
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            Sql::Postgres(client) => {
+                let params: Vec<&(dyn ::postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|value| -> &(dyn ::postgres::types::ToSql + Sync) {
+                        match value {
+                            Value::Int(i) => i,
+                            Value::Text(s) => s,
+                            Value::Bytes(b) => b,
+                        }
+                    })
+                    .collect();
+                let changed = client
+                    .execute(&sql.replace('?', "$"), &params)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                usize::try_from(changed).unwrap()
+            }
+        }
+    }
+
+    /// Runs one statement that must change exactly `rows` rows.
+    fn exec(&mut self, rows: usize, sql: &str, params: &[&dyn ToValue]) {
+        assert_eq!(self.execute(sql, params), rows, "{sql}");
+    }
 }
 
 /// The finding of `check` whose location contains `location` and that
@@ -267,8 +456,29 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn log_size() -> u64 {
-    pristine().snapshot.leaves.len() as u64
+impl Pristine {
+    fn log_size(&self) -> u64 {
+        self.snapshot.leaves.len() as u64
+    }
+
+    /// The first log leaf whose event matches, with its index.
+    fn leaf_where(&self, matches: impl Fn(&BrokerEvent) -> bool) -> (u64, BrokerEvent) {
+        self.snapshot
+            .leaves
+            .iter()
+            .map(|leaf| decode::<BrokerEvent>(leaf).unwrap())
+            .enumerate()
+            .find(|(_, event)| matches(event))
+            .map(|(index, event)| (index as u64, event))
+            .expect("the pristine log has such an event")
+    }
+
+    fn leaf_exists(&self, matches: impl Fn(&BrokerEvent) -> bool) -> bool {
+        self.snapshot
+            .leaves
+            .iter()
+            .any(|leaf| matches(&decode::<BrokerEvent>(leaf).unwrap()))
+    }
 }
 
 /// The number of stored tree hashes of a log of `leaves` leaves (tlog
@@ -277,29 +487,57 @@ fn hashes_for(leaves: u64) -> u64 {
     2 * leaves - u64::from(leaves.count_ones())
 }
 
-/// The first log leaf whose event matches, with its index.
-fn leaf_where(matches: impl Fn(&BrokerEvent) -> bool) -> (u64, BrokerEvent) {
-    pristine()
-        .snapshot
-        .leaves
-        .iter()
-        .map(|leaf| decode::<BrokerEvent>(leaf).unwrap())
-        .enumerate()
-        .find(|(_, event)| matches(event))
-        .map(|(index, event)| (index as u64, event))
-        .expect("the pristine log has such an event")
-}
-
 fn plus_minor(amount: Amount, minor: u64) -> Amount {
     Amount::from_minor(amount.as_i64() as u64 + minor).unwrap()
 }
 
+on_each_backend!(
+    the_untouched_copy_audits_clean,
+    a_changed_customer_balance_is_detected,
+    a_changed_outstanding_broker_scrip_balance_is_detected,
+    a_credit_with_no_event_is_detected,
+    a_deleted_balance_row_is_detected,
+    a_balance_row_of_no_ledger_account_is_detected,
+    a_changed_journal_amount_is_detected,
+    a_deleted_journal_row_is_detected,
+    a_changed_amount_inside_a_log_leaf_is_detected,
+    an_undecodable_log_leaf_is_detected,
+    a_deleted_last_log_entry_is_detected,
+    a_deleted_middle_log_entry_leaving_a_gap_is_detected_by_the_store,
+    a_deleted_middle_log_entry_renumbered_is_detected,
+    two_reordered_log_entries_are_detected,
+    a_truncated_log_is_detected,
+    a_log_rolled_back_to_an_earlier_checkpoint_is_detected,
+    an_altered_stored_log_hash_is_detected,
+    a_deleted_stored_log_hash_is_detected,
+    a_forged_leaf_appended_without_a_checkpoint_is_detected,
+    a_checkpoint_signed_by_another_key_is_detected,
+    a_deleted_latest_checkpoint_is_detected,
+    a_checkpoint_moved_to_another_size_is_detected,
+    a_deleted_spent_broker_scrip_row_is_detected,
+    a_fake_spent_broker_scrip_id_is_detected,
+    an_altered_price_inside_a_payment_record_is_detected,
+    a_deleted_payment_row_is_detected,
+    a_fake_account_is_detected,
+    a_deleted_account_is_detected,
+    a_changed_merchant_account_is_detected,
+    a_deleted_intent_is_detected,
+    a_rebound_account_key_is_detected,
+    a_replaced_pin_hash_is_detected,
+    a_renamed_merchant_is_detected,
+    a_replaced_licence_is_detected,
+    a_lifted_account_lock_is_detected,
+    a_lowered_wrong_pin_count_is_detected,
+    a_lock_cut_short_is_detected,
+    a_lock_of_no_event_is_detected,
+);
+
 // ---- The control ------------------------------------------------------------
 
-#[test]
-fn the_untouched_copy_audits_clean() {
-    let p = pristine();
-    let report = audit_copy(|_| {}).unwrap();
+fn the_untouched_copy_audits_clean(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let report = copy.audit().unwrap();
     assert!(report.clean(), "{:#?}", report.findings);
     assert_eq!(report.refused_double_spends, 1);
     assert_eq!(report.refused_pins.len(), 2);
@@ -322,29 +560,29 @@ fn the_untouched_copy_audits_clean() {
         "only carol has wrong PINs left"
     );
     assert_eq!(report.pending_intents, 0);
-    assert_eq!(report.log_size, log_size());
+    assert_eq!(report.log_size, p.log_size());
     assert_eq!(
         report.latest_checkpoint.as_ref().map(|c| c.size),
-        Some(log_size())
+        Some(p.log_size())
     );
-    assert_eq!(p.snapshot.hashes.len() as u64, hashes_for(log_size()));
+    assert_eq!(p.snapshot.hashes.len() as u64, hashes_for(p.log_size()));
     // The run exercised every kind of event the tests below tamper with.
     for (kind, present) in [
         (
             "deposit",
-            leaf_exists(|e| matches!(e, BrokerEvent::Deposit { .. })),
+            p.leaf_exists(|e| matches!(e, BrokerEvent::Deposit { .. })),
         ),
         (
             "withdrawal",
-            leaf_exists(|e| matches!(e, BrokerEvent::Withdrawal { .. })),
+            p.leaf_exists(|e| matches!(e, BrokerEvent::Withdrawal { .. })),
         ),
         (
             "exchange",
-            leaf_exists(|e| matches!(e, BrokerEvent::VendorScripExchanged { .. })),
+            p.leaf_exists(|e| matches!(e, BrokerEvent::VendorScripExchanged { .. })),
         ),
         (
             "payment",
-            leaf_exists(|e| matches!(e, BrokerEvent::PaymentRecorded { .. })),
+            p.leaf_exists(|e| matches!(e, BrokerEvent::PaymentRecorded { .. })),
         ),
     ] {
         assert!(present, "no {kind} in the pristine log");
@@ -355,25 +593,17 @@ fn the_untouched_copy_audits_clean() {
     ));
 }
 
-fn leaf_exists(matches: impl Fn(&BrokerEvent) -> bool) -> bool {
-    pristine()
-        .snapshot
-        .leaves
-        .iter()
-        .any(|leaf| matches(&decode::<BrokerEvent>(leaf).unwrap()))
-}
-
 // ---- Balances and journal ---------------------------------------------------
 
-#[test]
-fn a_changed_customer_balance_is_detected() {
-    let alice = format!("customer:{}", pristine().alice);
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_changed_customer_balance_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let alice = format!("customer:{}", p.alice);
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE balances SET balance = balance + 100 WHERE account = ?1",
-            [&alice],
+            &[&alice],
         )
     });
     detected(
@@ -384,14 +614,13 @@ fn a_changed_customer_balance_is_detected() {
     detected(&report, Check::Conservation, "table balances");
 }
 
-#[test]
-fn a_changed_outstanding_broker_scrip_balance_is_detected() {
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_changed_outstanding_broker_scrip_balance_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE balances SET balance = balance - 1 WHERE account = 'outstanding-broker-scrip'",
-            [],
+            &[],
         )
     });
     detected(
@@ -401,30 +630,29 @@ fn a_changed_outstanding_broker_scrip_balance_is_detected() {
     );
 }
 
-#[test]
-fn a_credit_with_no_event_is_detected() {
-    // A balanced deposit, journal row and all, that the log never saw.
-    let alice = format!("customer:{}", pristine().alice);
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_credit_with_no_event_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    // A balanced deposit, journal row and all, that the log never saw. The
+    // next seq is given, as PostgreSQL's journal has no sequence.
+    let alice = format!("customer:{}", p.alice);
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
-            "INSERT INTO journal (kind, from_account, to_account, amount, at)
-             SELECT kind, from_account, to_account, 100000, at FROM journal
-             WHERE to_account = ?1 ORDER BY seq LIMIT 1",
-            [&alice],
+            "INSERT INTO journal (seq, kind, from_account, to_account, amount, at)
+             SELECT (SELECT MAX(seq) + 1 FROM journal), kind, from_account, to_account, 100000, at
+             FROM journal WHERE to_account = ?1 ORDER BY seq LIMIT 1",
+            &[&alice],
         );
-        exec(
-            c,
+        c.exec(
             1,
             "UPDATE balances SET balance = balance + 100000 WHERE account = ?1",
-            [&alice],
+            &[&alice],
         );
-        exec(
-            c,
+        c.exec(
             1,
             "UPDATE balances SET balance = balance - 100000 WHERE account = 'money-in'",
-            [],
+            &[],
         );
     });
     detected(
@@ -438,20 +666,20 @@ fn a_credit_with_no_event_is_detected() {
     });
 }
 
-#[test]
-fn a_deleted_balance_row_is_detected() {
-    let report = tamper(|c| exec(c, 1, "DELETE FROM balances WHERE account = 'money-out'", []));
+fn a_deleted_balance_row_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let report =
+        copy.tamper(|c| c.exec(1, "DELETE FROM balances WHERE account = 'money-out'", &[]));
     detected(&report, Check::Ledger, "table balances row money-out");
 }
 
-#[test]
-fn a_balance_row_of_no_ledger_account_is_detected() {
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_balance_row_of_no_ledger_account_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "INSERT INTO balances (account, balance) VALUES ('slush-fund', 500)",
-            [],
+            &[],
         )
     });
     detected(
@@ -461,15 +689,15 @@ fn a_balance_row_of_no_ledger_account_is_detected() {
     );
 }
 
-#[test]
-fn a_changed_journal_amount_is_detected() {
-    let seq = pristine().snapshot.journal[2].0;
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_changed_journal_amount_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let seq = p.snapshot.journal[2].0;
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE journal SET amount = amount + 1 WHERE seq = ?1",
-            [seq],
+            &[&seq],
         )
     });
     detected(
@@ -479,24 +707,26 @@ fn a_changed_journal_amount_is_detected() {
     );
 }
 
-#[test]
-fn a_deleted_journal_row_is_detected() {
-    let seq = pristine().snapshot.journal[2].0;
-    let report = tamper(|c| exec(c, 1, "DELETE FROM journal WHERE seq = ?1", [seq]));
+fn a_deleted_journal_row_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let seq = p.snapshot.journal[2].0;
+    let report = copy.tamper(|c| c.exec(1, "DELETE FROM journal WHERE seq = ?1", &[&seq]));
     let finding = detected_where(&report, Check::Ledger, "table journal", |f| {
         f.location == "table journal"
     });
     assert_eq!(
         finding.found,
-        format!("{} rows", pristine().snapshot.journal.len() - 1)
+        format!("{} rows", p.snapshot.journal.len() - 1)
     );
 }
 
 // ---- The log ------------------------------------------------------------------
 
-#[test]
-fn a_changed_amount_inside_a_log_leaf_is_detected() {
-    let (index, event) = leaf_where(|e| matches!(e, BrokerEvent::Deposit { .. }));
+fn a_changed_amount_inside_a_log_leaf_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let (index, event) = p.leaf_where(|e| matches!(e, BrokerEvent::Deposit { .. }));
     let BrokerEvent::Deposit {
         account,
         amount,
@@ -510,12 +740,11 @@ fn a_changed_amount_inside_a_log_leaf_is_detected() {
         amount: plus_minor(amount, amount.as_i64() as u64),
         at,
     };
-    let report = tamper(|c| {
-        exec(
-            c,
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE events SET bytes = ?1 WHERE seq = ?2",
-            params![encode(&forged), index + 1],
+            &[&encode(&forged), &(index + 1)],
         )
     });
     detected(
@@ -526,7 +755,7 @@ fn a_changed_amount_inside_a_log_leaf_is_detected() {
     detected_where(
         &report,
         Check::Log,
-        &format!("table checkpoints row size {}", log_size()),
+        &format!("table checkpoints row size {}", p.log_size()),
         |f| f.found.contains("altered"),
     );
     detected(
@@ -536,15 +765,15 @@ fn a_changed_amount_inside_a_log_leaf_is_detected() {
     );
 }
 
-#[test]
-fn an_undecodable_log_leaf_is_detected() {
-    let (index, _) = leaf_where(|e| matches!(e, BrokerEvent::Withdrawal { .. }));
-    let report = tamper(|c| {
-        exec(
-            c,
+fn an_undecodable_log_leaf_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let (index, _) = p.leaf_where(|e| matches!(e, BrokerEvent::Withdrawal { .. }));
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
-            "UPDATE events SET bytes = x'ff00ff' WHERE seq = ?1",
-            [index + 1],
+            "UPDATE events SET bytes = ?1 WHERE seq = ?2",
+            &[&[0xff_u8, 0x00, 0xff], &(index + 1)],
         )
     });
     detected_where(&report, Check::Log, &format!("log leaf {index}"), |f| {
@@ -552,10 +781,11 @@ fn an_undecodable_log_leaf_is_detected() {
     });
 }
 
-#[test]
-fn a_deleted_last_log_entry_is_detected() {
-    let n = log_size();
-    let report = tamper(|c| exec(c, 1, "DELETE FROM events WHERE seq = ?1", [n]));
+fn a_deleted_last_log_entry_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let n = p.log_size();
+    let report = copy.tamper(|c| c.exec(1, "DELETE FROM events WHERE seq = ?1", &[&n]));
     detected_where(
         &report,
         Check::Log,
@@ -564,32 +794,33 @@ fn a_deleted_last_log_entry_is_detected() {
     );
 }
 
-#[test]
-fn a_deleted_middle_log_entry_leaving_a_gap_is_detected_by_the_store() {
-    let seq = log_size() / 2;
-    let error = audit_copy(|path| {
-        exec(
-            &Connection::open(path).unwrap(),
-            1,
-            "DELETE FROM events WHERE seq = ?1",
-            [seq],
-        )
-    })
-    .expect_err("the store refuses to read a log with a gap");
+fn a_deleted_middle_log_entry_leaving_a_gap_is_detected_by_the_store(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let seq = p.log_size() / 2;
+    copy.sql()
+        .exec(1, "DELETE FROM events WHERE seq = ?1", &[&seq]);
+    let error = copy
+        .audit()
+        .expect_err("the store refuses to read a log with a gap");
     let expected = format!("gap or reordering at events.seq {}", seq + 1);
     assert!(error.to_string().contains(&expected), "{error}");
     println!("detected by the store: {error}");
 }
 
-#[test]
-fn a_deleted_middle_log_entry_renumbered_is_detected() {
-    let seq = log_size() / 2;
-    let report = tamper(|c| {
-        exec(c, 1, "DELETE FROM events WHERE seq = ?1", [seq]);
-        c.execute("UPDATE events SET seq = -seq WHERE seq > ?1", [seq])
-            .unwrap();
-        c.execute("UPDATE events SET seq = -seq - 1 WHERE seq < 0", [])
-            .unwrap();
+fn a_deleted_middle_log_entry_renumbered_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let seq = p.log_size() / 2;
+    let report = copy.tamper(|c| {
+        c.exec(1, "DELETE FROM events WHERE seq = ?1", &[&seq]);
+        let later = (p.log_size() - seq) as usize;
+        c.exec(
+            later,
+            "UPDATE events SET seq = -seq WHERE seq > ?1",
+            &[&seq],
+        );
+        c.exec(later, "UPDATE events SET seq = -seq - 1 WHERE seq < 0", &[]);
     });
     let index = seq - 1;
     detected(
@@ -600,29 +831,28 @@ fn a_deleted_middle_log_entry_renumbered_is_detected() {
     detected_where(
         &report,
         Check::Log,
-        &format!("table checkpoints row size {}", log_size()),
+        &format!("table checkpoints row size {}", p.log_size()),
         |f| f.found.contains("truncated or rolled back"),
     );
 }
 
-#[test]
-fn two_reordered_log_entries_are_detected() {
-    let (index, _) = leaf_where(|e| matches!(e, BrokerEvent::Withdrawal { .. }));
-    let leaves = &pristine().snapshot.leaves;
+fn two_reordered_log_entries_are_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let (index, _) = p.leaf_where(|e| matches!(e, BrokerEvent::Withdrawal { .. }));
+    let leaves = &p.snapshot.leaves;
     let (a, b) = (&leaves[index as usize], &leaves[index as usize + 1]);
     assert_ne!(a, b);
-    let report = tamper(|c| {
-        exec(
-            c,
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE events SET bytes = ?1 WHERE seq = ?2",
-            params![b, index + 1],
+            &[b, &(index + 1)],
         );
-        exec(
-            c,
+        c.exec(
             1,
             "UPDATE events SET bytes = ?1 WHERE seq = ?2",
-            params![a, index + 2],
+            &[a, &(index + 2)],
         );
     });
     detected(
@@ -633,23 +863,23 @@ fn two_reordered_log_entries_are_detected() {
     detected_where(
         &report,
         Check::Log,
-        &format!("table checkpoints row size {}", log_size()),
+        &format!("table checkpoints row size {}", p.log_size()),
         |f| f.found.contains("reordered"),
     );
 }
 
-#[test]
-fn a_truncated_log_is_detected() {
+fn a_truncated_log_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
     // The last three leaves and their hashes go; the signed checkpoints stay.
-    let (n, kept) = (log_size(), log_size() - 3);
-    let report = tamper(|c| {
-        exec(c, 3, "DELETE FROM events WHERE seq > ?1", [kept]);
+    let (n, kept) = (p.log_size(), p.log_size() - 3);
+    let report = copy.tamper(|c| {
+        c.exec(3, "DELETE FROM events WHERE seq > ?1", &[&kept]);
         let hashes = (hashes_for(n) - hashes_for(kept)) as usize;
-        exec(
-            c,
+        c.exec(
             hashes,
             "DELETE FROM log_hashes WHERE idx >= ?1",
-            [hashes_for(kept)],
+            &[&hashes_for(kept)],
         );
     });
     assert!(
@@ -668,16 +898,21 @@ fn a_truncated_log_is_detected() {
     );
 }
 
-#[test]
-fn a_log_rolled_back_to_an_earlier_checkpoint_is_detected() {
+fn a_log_rolled_back_to_an_earlier_checkpoint_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
     // Leaves, hashes and checkpoints after size `kept` go: the log is a
     // valid, signed log of `kept` leaves, and the tables no longer match it.
-    let kept = log_size() - 3;
-    let report = tamper(|c| {
-        exec(c, 3, "DELETE FROM events WHERE seq > ?1", [kept]);
-        c.execute("DELETE FROM log_hashes WHERE idx >= ?1", [hashes_for(kept)])
-            .unwrap();
-        exec(c, 3, "DELETE FROM checkpoints WHERE size > ?1", [kept]);
+    let kept = p.log_size() - 3;
+    let report = copy.tamper(|c| {
+        c.exec(3, "DELETE FROM events WHERE seq > ?1", &[&kept]);
+        let hashes = (hashes_for(p.log_size()) - hashes_for(kept)) as usize;
+        c.exec(
+            hashes,
+            "DELETE FROM log_hashes WHERE idx >= ?1",
+            &[&hashes_for(kept)],
+        );
+        c.exec(3, "DELETE FROM checkpoints WHERE size > ?1", &[&kept]);
     });
     assert!(
         report.findings.iter().all(|f| f.check != Check::Log),
@@ -686,7 +921,7 @@ fn a_log_rolled_back_to_an_earlier_checkpoint_is_detected() {
     );
     let BrokerEvent::PaymentRecorded {
         merchant, scrip, ..
-    } = decode(pristine().snapshot.leaves.last().unwrap()).unwrap()
+    } = decode(p.snapshot.leaves.last().unwrap()).unwrap()
     else {
         panic!("the last pristine leaf is a payment")
     };
@@ -698,46 +933,45 @@ fn a_log_rolled_back_to_an_earlier_checkpoint_is_detected() {
     assert_eq!(finding.found, "present");
 }
 
-#[test]
-fn an_altered_stored_log_hash_is_detected() {
-    let report = tamper(|c| {
-        exec(
-            c,
+fn an_altered_stored_log_hash_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
-            "UPDATE log_hashes SET hash = zeroblob(32) WHERE idx = 7",
-            [],
+            "UPDATE log_hashes SET hash = ?1 WHERE idx = 7",
+            &[&[0_u8; 32]],
         )
     });
     let finding = detected(&report, Check::Log, "table log_hashes row idx 7 (");
     assert_eq!(finding.found, "00".repeat(32));
 }
 
-#[test]
-fn a_deleted_stored_log_hash_is_detected() {
-    let report = tamper(|c| exec(c, 1, "DELETE FROM log_hashes WHERE idx = 9", []));
+fn a_deleted_stored_log_hash_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let report = copy.tamper(|c| c.exec(1, "DELETE FROM log_hashes WHERE idx = 9", &[]));
     let finding = detected(&report, Check::Log, "table log_hashes row idx 9 (");
     assert_eq!(finding.found, "missing");
 }
 
-#[test]
-fn a_forged_leaf_appended_without_a_checkpoint_is_detected() {
-    let p = pristine();
-    let n = log_size();
+fn a_forged_leaf_appended_without_a_checkpoint_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let n = p.log_size();
     let forged = BrokerEvent::Deposit {
         account: p.alice,
         amount: amount("1000"),
         at: p.now,
     };
-    let report = audit_copy(|path| {
-        let mut store = SqliteBrokerStore::open(path).unwrap();
+    {
+        let mut store = copy.store();
         let mut tx = store.begin().unwrap();
         assert_eq!(
             scrip_core::log::append(&mut tx, &encode(&forged)).unwrap(),
             n
         );
         tx.commit().unwrap();
-    })
-    .unwrap();
+    }
+    let report = copy.audit().unwrap();
     assert!(
         !report
             .findings
@@ -758,10 +992,10 @@ fn a_forged_leaf_appended_without_a_checkpoint_is_detected() {
 
 // ---- Checkpoints ----------------------------------------------------------------
 
-#[test]
-fn a_checkpoint_signed_by_another_key_is_detected() {
-    let p = pristine();
-    let n = log_size();
+fn a_checkpoint_signed_by_another_key_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let n = p.log_size();
     let other = SigningKey::from_secret(&Secret32::from_bytes([7; 32]));
     let true_root = p
         .snapshot
@@ -770,8 +1004,8 @@ fn a_checkpoint_signed_by_another_key_is_detected() {
         .find(|(size, _)| *size == n)
         .map(|(_, note)| verify_checkpoint(&p.broker, note).unwrap().root)
         .unwrap();
-    let report = audit_copy(|path| {
-        let mut store = SqliteBrokerStore::open(path).unwrap();
+    {
+        let mut store = copy.store();
         let mut tx = store.begin().unwrap();
         let root = scrip_core::log::root(&mut tx, n).unwrap();
         assert_eq!(root, true_root);
@@ -783,8 +1017,8 @@ fn a_checkpoint_signed_by_another_key_is_detected() {
         );
         tx.put_checkpoint(n, &note).unwrap();
         tx.commit().unwrap();
-    })
-    .unwrap();
+    }
+    let report = copy.audit().unwrap();
     detected_where(
         &report,
         Check::Log,
@@ -796,24 +1030,25 @@ fn a_checkpoint_signed_by_another_key_is_detected() {
     });
 }
 
-#[test]
-fn a_deleted_latest_checkpoint_is_detected() {
-    let n = log_size();
-    let report = tamper(|c| exec(c, 1, "DELETE FROM checkpoints WHERE size = ?1", [n]));
+fn a_deleted_latest_checkpoint_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let n = p.log_size();
+    let report = copy.tamper(|c| c.exec(1, "DELETE FROM checkpoints WHERE size = ?1", &[&n]));
     detected_where(&report, Check::Log, "table checkpoints (latest)", |f| {
         f.found.contains(&format!("covers {}:", n - 1))
     });
 }
 
-#[test]
-fn a_checkpoint_moved_to_another_size_is_detected() {
-    let n = log_size();
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_checkpoint_moved_to_another_size_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let n = p.log_size();
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE checkpoints SET size = ?1 WHERE size = ?2",
-            [n + 5, n],
+            &[&(n + 5), &n],
         )
     });
     let finding = detected(
@@ -826,10 +1061,11 @@ fn a_checkpoint_moved_to_another_size_is_detected() {
 
 // ---- The other tables -------------------------------------------------------------
 
-#[test]
-fn a_deleted_spent_broker_scrip_row_is_detected() {
-    let id = pristine().snapshot.spent_broker_scrip[0].clone();
-    let report = tamper(|c| exec(c, 1, "DELETE FROM spent_broker_scrip WHERE id = ?1", [&id]));
+fn a_deleted_spent_broker_scrip_row_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let id = p.snapshot.spent_broker_scrip[0].clone();
+    let report = copy.tamper(|c| c.exec(1, "DELETE FROM spent_broker_scrip WHERE id = ?1", &[&id]));
     let finding = detected(
         &report,
         Check::Ledger,
@@ -838,15 +1074,14 @@ fn a_deleted_spent_broker_scrip_row_is_detected() {
     assert_eq!(finding.found, "missing");
 }
 
-#[test]
-fn a_fake_spent_broker_scrip_id_is_detected() {
+fn a_fake_spent_broker_scrip_id_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
     let id = [0xab_u8; 20];
-    let report = tamper(|c| {
-        exec(
-            c,
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "INSERT INTO spent_broker_scrip (id, expiry) VALUES (?1, 0)",
-            [&id[..]],
+            &[&id],
         )
     });
     let finding = detected(
@@ -857,18 +1092,18 @@ fn a_fake_spent_broker_scrip_id_is_detected() {
     assert_eq!(finding.found, "present");
 }
 
-#[test]
-fn an_altered_price_inside_a_payment_record_is_detected() {
-    let (merchant, scrip, bytes) = pristine().snapshot.payments[0].clone();
+fn an_altered_price_inside_a_payment_record_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let (merchant, scrip, bytes) = p.snapshot.payments[0].clone();
     let mut record: PaymentRecord = decode(&bytes).unwrap();
     let price = plus_minor(record.buy.body.price, 1);
     record.buy.body.price = price;
-    let report = tamper(|c| {
-        exec(
-            c,
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE payments SET record = ?1 WHERE merchant = ?2 AND scrip = ?3",
-            params![encode(&record), merchant.as_bytes(), scrip],
+            &[&encode(&record), merchant.as_bytes(), &scrip],
         )
     });
     let finding = detected(
@@ -882,15 +1117,15 @@ fn an_altered_price_inside_a_payment_record_is_detected() {
     );
 }
 
-#[test]
-fn a_deleted_payment_row_is_detected() {
-    let (merchant, scrip, _) = pristine().snapshot.payments[0].clone();
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_deleted_payment_row_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let (merchant, scrip, _) = p.snapshot.payments[0].clone();
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "DELETE FROM payments WHERE merchant = ?1 AND scrip = ?2",
-            params![merchant.as_bytes(), scrip],
+            &[merchant.as_bytes(), &scrip],
         )
     });
     let finding = detected(
@@ -901,45 +1136,37 @@ fn a_deleted_payment_row_is_detected() {
     assert_eq!(finding.found, "missing");
 }
 
-#[test]
-fn a_fake_account_is_detected() {
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_fake_account_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "INSERT INTO accounts (number, name, pin_hash, account_key, opened_at)
              VALUES (999999999999, 'mallory', 'x', NULL, 1800000000)",
-            [],
+            &[],
         )
     });
     let finding = detected(&report, Check::Ledger, "table accounts row 999999999999");
     assert_eq!(finding.found, "present");
 }
 
-#[test]
-fn a_deleted_account_is_detected() {
-    let bob = pristine().bob;
-    let report = tamper(|c| {
-        exec(
-            c,
-            1,
-            "DELETE FROM accounts WHERE number = ?1",
-            [bob.0 as i64],
-        )
-    });
+fn a_deleted_account_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let bob = p.bob;
+    let report = copy.tamper(|c| c.exec(1, "DELETE FROM accounts WHERE number = ?1", &[&bob.0]));
     let finding = detected(&report, Check::Ledger, &format!("table accounts row {bob}"));
     assert_eq!(finding.found, "missing");
 }
 
-#[test]
-fn a_changed_merchant_account_is_detected() {
-    let p = pristine();
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_changed_merchant_account_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE merchants SET account = ?1 WHERE merchant = ?2",
-            params![p.alice.0 as i64, p.tea.as_bytes()],
+            &[&p.alice.0, p.tea.as_bytes()],
         )
     });
     let moved = detected(
@@ -962,15 +1189,15 @@ fn a_changed_merchant_account_is_detected() {
     assert_eq!(lost.found, "missing");
 }
 
-#[test]
-fn a_deleted_intent_is_detected() {
-    let (request, _, _) = pristine().snapshot.intents[0].clone();
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_deleted_intent_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let (request, _, _) = p.snapshot.intents[0].clone();
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "DELETE FROM intents WHERE request_id = ?1",
-            [&request.as_bytes()[..]],
+            &[request.as_bytes()],
         )
     });
     let finding = detected(
@@ -981,17 +1208,16 @@ fn a_deleted_intent_is_detected() {
     assert_eq!(finding.found, "missing");
 }
 
-#[test]
-fn a_rebound_account_key_is_detected() {
-    let p = pristine();
+fn a_rebound_account_key_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
     let intruder =
         scrip_proto::crypto::SigningKey::from_secret(&Secret32::from_bytes([42; 32])).public_key();
-    let report = tamper(|c| {
-        exec(
-            c,
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE accounts SET account_key = ?1 WHERE number = ?2",
-            params![intruder.as_bytes().as_slice(), p.alice.0 as i64],
+            &[intruder.as_bytes(), &p.alice.0],
         )
     });
     let found = detected(
@@ -1013,15 +1239,14 @@ fn a_rebound_account_key_is_detected() {
     );
 }
 
-#[test]
-fn a_replaced_pin_hash_is_detected() {
-    let p = pristine();
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_replaced_pin_hash_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE accounts SET pin_hash = 'attacker-chosen' WHERE number = ?1",
-            params![p.alice.0 as i64],
+            &[&p.alice.0],
         )
     });
     detected(
@@ -1031,15 +1256,14 @@ fn a_replaced_pin_hash_is_detected() {
     );
 }
 
-#[test]
-fn a_renamed_merchant_is_detected() {
-    let p = pristine();
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_renamed_merchant_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE merchants SET name = 'news2' WHERE merchant = ?1",
-            params![p.tea.as_bytes().as_slice()],
+            &[p.tea.as_bytes()],
         )
     });
     let found = detected(
@@ -1050,18 +1274,17 @@ fn a_renamed_merchant_is_detected() {
     assert_eq!(found.found, "present");
 }
 
-#[test]
-fn a_replaced_licence_is_detected() {
-    let p = pristine();
+fn a_replaced_licence_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
     let forged = scrip_proto::encode(
         &scrip_core::MerchantKeys::from_seed(&Secret32::from_bytes([9; 32])).licence(1),
     );
-    let report = tamper(|c| {
-        exec(
-            c,
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE merchants SET licence = ?1 WHERE merchant = ?2",
-            params![forged, p.tea.as_bytes().as_slice()],
+            &[&forged, p.tea.as_bytes()],
         )
     });
     let found = detected(
@@ -1077,15 +1300,15 @@ fn a_replaced_licence_is_detected() {
 
 // ---- Wrong PINs and account locks -------------------------------------------
 
-#[test]
-fn a_lifted_account_lock_is_detected() {
-    let carol = pristine().carol;
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_lifted_account_lock_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let carol = p.carol;
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "DELETE FROM pin_failures WHERE account = ?1",
-            [carol.0 as i64],
+            &[&carol.0],
         )
     });
     let finding = detected(
@@ -1096,15 +1319,15 @@ fn a_lifted_account_lock_is_detected() {
     assert_eq!(finding.found, "missing");
 }
 
-#[test]
-fn a_lowered_wrong_pin_count_is_detected() {
-    let carol = pristine().carol;
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_lowered_wrong_pin_count_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let carol = p.carol;
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE pin_failures SET failures = 1 WHERE account = ?1",
-            [carol.0 as i64],
+            &[&carol.0],
         )
     });
     detected_where(
@@ -1115,15 +1338,14 @@ fn a_lowered_wrong_pin_count_is_detected() {
     );
 }
 
-#[test]
-fn a_lock_cut_short_is_detected() {
-    let p = pristine();
-    let report = tamper(|c| {
-        exec(
-            c,
+fn a_lock_cut_short_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "UPDATE pin_failures SET locked_until = ?2 WHERE account = ?1",
-            [p.carol.0 as i64, p.now.0 as i64],
+            &[&p.carol.0, &p.now.0],
         )
     });
     detected(
@@ -1136,16 +1358,15 @@ fn a_lock_cut_short_is_detected() {
     );
 }
 
-#[test]
-fn a_lock_of_no_event_is_detected() {
+fn a_lock_of_no_event_is_detected(backend: Backend) {
+    let copy = DbCopy::new(backend);
+    let p = copy.p;
     // An insider locking a customer out behind the log's back.
-    let p = pristine();
-    let report = tamper(|c| {
-        exec(
-            c,
+    let report = copy.tamper(|c| {
+        c.exec(
             1,
             "INSERT INTO pin_failures (account, failures, locked_at) VALUES (?1, 5, ?2)",
-            [p.alice.0 as i64, p.now.0 as i64],
+            &[&p.alice.0, &p.now.0],
         )
     });
     let finding = detected(

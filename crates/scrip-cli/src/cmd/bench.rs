@@ -53,6 +53,21 @@ fn median(mut run: impl FnMut() -> f64) -> f64 {
     rounds[1]
 }
 
+/// [`median`] of rounds that can fail: the first failure ends it.
+fn median_of(mut run: impl FnMut() -> Result<f64, String>) -> Result<f64, String> {
+    let mut failed = None;
+    let figure = median(|| {
+        if failed.is_some() {
+            return f64::NAN;
+        }
+        run().unwrap_or_else(|error| {
+            failed.get_or_insert(error);
+            f64::NAN
+        })
+    });
+    failed.map_or(Ok(figure), Err)
+}
+
 /// Operations per second of `count` calls of `op`.
 fn per_second(count: usize, mut op: impl FnMut(usize)) -> f64 {
     let started = Instant::now();
@@ -493,8 +508,17 @@ pub async fn run(options: Options) -> Result<Report, CliError> {
     ))
 }
 
+/// The bench's broker of the key seed `seed`: the rig's, and each worker
+/// process's, so that they answer the same requests alike.
+fn bench_broker(seed: &Secret32) -> Broker {
+    let mut config = BrokerConfig::new("EUR".parse().expect("EUR"));
+    config.pin_hashing = PinHashing::FAST_INSECURE;
+    Broker::new(BrokerKeys::from_seed(seed), config)
+}
+
 /// A broker with a registered merchant and a wallet holding BrokerScrip.
 struct BrokerRig {
+    seed: Secret32,
     broker: Broker,
     store: BrokerDb,
     merchant: Merchant,
@@ -507,9 +531,8 @@ struct BrokerRig {
 
 impl BrokerRig {
     fn new(database: &BrokerDatabase) -> BrokerRig {
-        let mut config = BrokerConfig::new("EUR".parse().expect("EUR"));
-        config.pin_hashing = PinHashing::FAST_INSECURE;
-        let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
+        let seed = Secret32::random(&mut OsRng);
+        let broker = bench_broker(&seed);
         let mut store = database.open().expect("broker store");
         let now = scrip_node::now();
         let opened = broker
@@ -566,6 +589,7 @@ impl BrokerRig {
             .handle_broker_response(&mut wallet_store, pending.request_id, &response)
             .expect("BrokerScrip");
         BrokerRig {
+            seed,
             broker,
             store,
             merchant,
@@ -728,69 +752,239 @@ fn broker_service_rate(db: &Path, count: usize) -> f64 {
     count as f64 / began.elapsed().as_secs_f64()
 }
 
-/// Obtain VendorScrip per second with `workers` brokers serving one
-/// database at once, as that many broker processes would: each with its
-/// own connection and its own group commits of [`GROUP`], `per_worker`
-/// requests each. Only the brokers' work is timed, from a common start to
-/// the last worker's end.
-fn broker_workers_rate(database: &BrokerDatabase, workers: usize, per_worker: usize) -> f64 {
+/// Obtain VendorScrip per second with `processes` broker processes serving
+/// one database at once: this binary run again as `scrip bench-worker`
+/// ([`worker`]), each with its own connection and its own group commits of
+/// [`GROUP`], `per_process` requests each. The requests are made here
+/// beforehand; only the workers' answering is timed, from a common start
+/// to the slowest worker's end.
+fn broker_processes_rate(
+    work: &Path,
+    database: &BrokerDatabase,
+    processes: usize,
+    per_process: usize,
+) -> Result<f64, String> {
     let mut rig = BrokerRig::new(database);
-    let requests = rig.exchange_requests(workers * per_worker);
-    let start = std::sync::Barrier::new(workers);
-    let (broker, now) = (&rig.broker, rig.now);
-    let slowest = std::thread::scope(|scope| {
-        let running: Vec<_> = requests
-            .chunks(per_worker)
-            .map(|share| {
-                let start = &start;
-                scope.spawn(move || {
-                    let mut store = database.open().expect("a broker connection");
-                    start.wait();
-                    let began = std::time::Instant::now();
-                    for group in share.chunks(GROUP) {
-                        let answers = broker.answer_group(&mut store, now, &mut OsRng, group);
-                        assert!(answers
-                            .iter()
-                            .all(|a| matches!(a.response, BrokerResponse::VendorScripIssued(_))));
-                    }
-                    began.elapsed()
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|worker| worker.join().expect("a broker worker"))
-            .max()
-            .unwrap_or_default()
-    });
-    requests.len() as f64 / slowest.as_secs_f64()
+    let requests = rig.exchange_requests(processes * per_process);
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the scrip binary: {e}"))?;
+    let mut workers = Workers(Vec::new());
+    for (i, share) in requests.chunks(per_process).enumerate() {
+        let share = WorkerShare {
+            now: rig.now.0,
+            requests: share.iter().map(scrip_proto::encode).collect(),
+        };
+        let file = work.join(format!("worker-{i}.requests"));
+        let bytes = borsh::to_vec(&share).map_err(|e| format!("cannot encode requests: {e}"))?;
+        std::fs::write(&file, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        workers.spawn(&exe, &file)?;
+        // The seed and the URL (which may hold a password) go by stdin, not argv.
+        let database = match database {
+            BrokerDatabase::Sqlite(path) => path.display().to_string(),
+            BrokerDatabase::Postgres(url) => url.clone(),
+        };
+        workers.send(
+            i,
+            &format!("{}\n{database}", hex::encode(rig.seed.expose())),
+        )?;
+    }
+    for i in 0..processes {
+        workers.expect(i, "ready")?;
+    }
+    for i in 0..processes {
+        workers.send(i, "go")?;
+    }
+    let mut slowest = 0.0_f64;
+    for i in 0..processes {
+        let seconds: f64 = workers
+            .expect(i, "elapsed")?
+            .parse()
+            .map_err(|e| format!("broker worker {i}: a bad elapsed time: {e}"))?;
+        slowest = slowest.max(seconds);
+    }
+    workers.wait()?;
+    Ok(requests.len() as f64 / slowest)
+}
+
+/// One worker's requests, as the parent hands them over in a file.
+#[derive(borsh::BorshSerialize, borsh::BorshDeserialize)]
+struct WorkerShare {
+    /// The time the requests were made for, in Unix seconds.
+    now: u64,
+    /// Obtain VendorScrip requests, each in canonical bytes.
+    requests: Vec<Vec<u8>>,
+}
+
+/// Running `scrip bench-worker` processes, each talking one line at a time
+/// on its stdin and stdout. Dropped before [`Workers::wait`] (the bench
+/// failed), it kills them: no worker outlives the bench.
+struct Workers(Vec<Worker>);
+
+struct Worker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Workers {
+    fn spawn(&mut self, exe: &Path, requests: &Path) -> Result<(), String> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(exe)
+            .arg("bench-worker")
+            .arg(requests)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {} bench-worker: {e}", exe.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            unreachable!("both are piped");
+        };
+        self.0.push(Worker {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+        });
+        Ok(())
+    }
+
+    fn send(&mut self, i: usize, lines: &str) -> Result<(), String> {
+        use std::io::Write;
+        let stdin = &mut self.0[i].stdin;
+        writeln!(stdin, "{lines}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("broker worker {i} stopped: {e}"))
+    }
+
+    /// The rest of worker `i`'s next line, which must begin with `word`.
+    fn expect(&mut self, i: usize, word: &str) -> Result<String, String> {
+        use std::io::BufRead;
+        let worker = &mut self.0[i];
+        let mut line = String::new();
+        worker
+            .stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("broker worker {i}: {e}"))?;
+        match line.trim_end().strip_prefix(word) {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            // Its stdout closed: it exited, and said why on stderr if it could.
+            None if line.is_empty() => Err(format!(
+                "broker worker {i} ended ({}) before saying {word:?}",
+                worker
+                    .child
+                    .wait()
+                    .map_or_else(|e| e.to_string(), |status| status.to_string())
+            )),
+            None => Err(format!("broker worker {i} said {line:?}, not {word:?}")),
+        }
+    }
+
+    /// Waits for every worker to exit, which each does after its elapsed time.
+    fn wait(mut self) -> Result<(), String> {
+        for (i, worker) in self.0.iter_mut().enumerate() {
+            let status = worker
+                .child
+                .wait()
+                .map_err(|e| format!("broker worker {i}: {e}"))?;
+            if !status.success() {
+                return Err(format!("broker worker {i} failed: {status}"));
+            }
+        }
+        self.0.clear();
+        Ok(())
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.0 {
+            let _ = worker.child.kill();
+            let _ = worker.child.wait();
+        }
+    }
+}
+
+/// `scrip bench-worker FILE`: one broker process of
+/// [`broker_processes_rate`]. Reads the broker's key seed (hex) and the
+/// database from stdin, connects, says `ready`, waits for `go`, answers the
+/// requests of FILE in group commits of [`GROUP`], and says `elapsed
+/// SECONDS`. Its stdin closing (the bench gone) ends it.
+pub fn worker(requests: &Path) -> Result<(), CliError> {
+    use std::io::{BufRead, Write};
+    let bytes = std::fs::read(requests)
+        .map_err(|e| CliError::local(format!("cannot read {}: {e}", requests.display())))?;
+    let share: WorkerShare = borsh::from_slice(&bytes).map_err(|e| {
+        CliError::local(format!("{}: not a worker's share: {e}", requests.display()))
+    })?;
+    let requests = share
+        .requests
+        .iter()
+        .map(|bytes| scrip_proto::decode::<BrokerRequest>(bytes))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::local(format!("a request does not decode: {e}")))?;
+    let mut stdin = std::io::stdin().lock();
+    let mut line = || -> Result<String, CliError> {
+        let mut line = String::new();
+        match stdin.read_line(&mut line) {
+            Ok(0) => Err(CliError::local("the bench closed stdin")),
+            Ok(_) => Ok(line.trim_end().to_owned()),
+            Err(e) => Err(CliError::local(format!("cannot read stdin: {e}"))),
+        }
+    };
+    let seed = hex::decode(line()?)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(Secret32::from_bytes)
+        .ok_or_else(|| CliError::local("the first line is not a key seed in hex"))?;
+    let database = BrokerDatabase::parse(&line()?);
+    let broker = bench_broker(&seed);
+    let mut store = database
+        .open()
+        .map_err(|e| CliError::local(format!("cannot open {database}: {e}")))?;
+    let mut stdout = std::io::stdout().lock();
+    let mut say = |text: String| {
+        writeln!(stdout, "{text}")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| CliError::local(format!("cannot write stdout: {e}")))
+    };
+    say("ready".into())?;
+    if line()? != "go" {
+        return Err(CliError::local("expected \"go\""));
+    }
+    let began = Instant::now();
+    for group in requests.chunks(GROUP) {
+        let answers = broker.answer_group(&mut store, Timestamp(share.now), &mut OsRng, group);
+        if let Some(other) = answers
+            .iter()
+            .find(|a| !matches!(a.response, BrokerResponse::VendorScripIssued(_)))
+        {
+            return Err(CliError::local(format!(
+                "an exchange was not answered with VendorScrip: {:?}",
+                other.response
+            )));
+        }
+    }
+    say(format!("elapsed {}", began.elapsed().as_secs_f64()))
 }
 
 /// The broker on SQLite and on PostgreSQL (the database of `url`, in a
-/// schema of its own, dropped afterwards) with 1, 2 and 4 brokers at once.
+/// schema of its own, dropped afterwards) with 1, 2 and 4 broker processes
+/// at once.
 fn scaling_figures(work: &Path, url: &str, sizes: &Sizes) -> Result<Vec<Figure>, String> {
     let mut figures = Vec::new();
-    for workers in [1, 2, 4] {
-        let per_worker = sizes.exchanges_grouped / workers;
-        let sqlite = median(|| {
+    for processes in [1, 2, 4] {
+        let per_process = sizes.exchanges_grouped / processes;
+        let sqlite = median_of(|| {
             let db = work.join(format!("scaling-{}.db", rand::random::<u64>()));
-            broker_workers_rate(&BrokerDatabase::Sqlite(db), workers, per_worker)
-        });
-        let mut failed = None;
-        let postgres = median(|| match TestSchema::new(url) {
-            Ok(schema) => {
-                broker_workers_rate(&BrokerDatabase::Postgres(schema.url()), workers, per_worker)
-            }
-            Err(error) => {
-                failed = Some(error.to_string());
-                f64::NAN
-            }
-        });
-        if let Some(error) = failed {
-            return Err(format!("cannot use the PostgreSQL database: {error}"));
-        }
+            broker_processes_rate(work, &BrokerDatabase::Sqlite(db), processes, per_process)
+        })?;
+        let postgres = median_of(|| {
+            let schema = TestSchema::new(url)
+                .map_err(|e| format!("cannot use the PostgreSQL database: {e}"))?;
+            let database = BrokerDatabase::Postgres(schema.url());
+            broker_processes_rate(work, &database, processes, per_process)
+        })?;
         figures.push(Figure {
-            name: match workers {
+            name: match processes {
                 1 => "broker Obtain VendorScrip on PostgreSQL, 1 broker process, group commit",
                 2 => "broker Obtain VendorScrip on PostgreSQL, 2 broker processes, group commit",
                 _ => "broker Obtain VendorScrip on PostgreSQL, 4 broker processes, group commit",
