@@ -139,9 +139,6 @@ fn create_private_file(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// WAL pages between automatic checkpoints (see [`configure`]).
-const WAL_CHECKPOINT_PAGES: i64 = 10_000;
-
 fn configure(
     mut conn: Connection,
     schema: &Schema,
@@ -164,14 +161,6 @@ fn configure(
                 "cannot set journal mode: SQLite kept {mode:?} instead of WAL"
             )));
         }
-        // Copy the WAL back into the file every 10,000 pages (40 MiB), not
-        // SQLite's 1,000: a group commit of random keys dirties hundreds of
-        // B-tree pages, and a page written by many groups between two
-        // checkpoints is copied once. The committing thread does the copying,
-        // so fewer, larger checkpoints leave it more time to answer.
-        // Durability is the WAL's either way.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
-            .map_err(failed("cannot set the WAL checkpoint interval"))?;
     }
     // FULL syncs the WAL on every commit: an acknowledged payment survives a
     // power cut. NORMAL would be faster and could lose the last commits.
