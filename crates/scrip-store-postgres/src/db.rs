@@ -33,6 +33,12 @@ impl Schema {
 /// block outlives the query string).
 const BEGIN_LOCKED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT id FROM writer FOR UPDATE";
 
+/// Starts a read: one snapshot for the whole transaction (so a checkpoint
+/// and the log hashes it covers are read as of one moment) and no writer
+/// lock, so it waits for no step of any process. READ ONLY makes a write
+/// through it an error rather than a change outside the lock.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
 /// How long a step waits for the writer lock (or a migration for its lock)
 /// before failing, as the SQLite store waits for its file's lock: steps hold
 /// it briefly, so ten seconds means something is stuck, and the failure
@@ -289,25 +295,36 @@ impl Connection {
 
 // ---- Transactions and group commit ---------------------------------------
 
-/// One step's transaction: `BEGIN` and the writer lock on its own, or a
-/// savepoint of the open group commit (which holds the lock). Rolls back
-/// when dropped without [`Step::commit`].
+/// One step's transaction: `BEGIN` and the writer lock on its own (for reads
+/// only, a snapshot without the lock), or a savepoint of the open group
+/// commit (which holds the lock). Rolls back when dropped without
+/// [`Step::commit`].
 pub(crate) struct Step<'a> {
     conn: &'a mut Connection,
     nested: bool,
     open: bool,
 }
 
+/// What a transaction may do, which decides how it begins.
+#[derive(Clone, Copy)]
+pub(crate) enum Access {
+    /// Takes the writer lock first, so steps of every process run one after another.
+    Write,
+    /// A read-only snapshot that takes no lock.
+    Read,
+}
+
 impl<'a> Step<'a> {
     pub(crate) fn begin(
         conn: &'a mut Connection,
         nested: bool,
+        access: Access,
         role: &'static str,
     ) -> Result<Self, StoreError> {
-        let sql = if nested {
-            "SAVEPOINT step"
-        } else {
-            BEGIN_LOCKED
+        let sql = match (nested, access) {
+            (true, _) => "SAVEPOINT step",
+            (false, Access::Write) => BEGIN_LOCKED,
+            (false, Access::Read) => BEGIN_READ,
         };
         if let Err(error) = conn.control(sql) {
             if !nested {

@@ -28,6 +28,13 @@
 //!
 //! Under that lock transactions run READ COMMITTED: each statement sees every
 //! step committed before, and no serialization failure needs a retry.
+//!
+//! Reads that change nothing ([`begin_read`](scrip_core::store::BrokerStore::begin_read):
+//! the merchant directory, checkpoints and proofs, reports) take no writer
+//! lock: `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`, one snapshot of
+//! what had committed, so they are answered while a step of any process
+//! holds the lock, and a checkpoint and the log hashes it covers are read as
+//! of one moment.
 //! Spending is still insert-or-fail on a unique key (`ON CONFLICT DO
 //! NOTHING`; no row inserted is [`Spend::AlreadySpent`](scrip_core::store::Spend)),
 //! never read-then-write, so it would stay exact without the lock.

@@ -163,6 +163,13 @@ impl BrokerStore for BrokerDb {
             BrokerDb::Postgres(store) => store.begin().map(BrokerDbTx::Postgres),
         }
     }
+
+    fn begin_read(&mut self) -> Result<BrokerDbTx<'_>, StoreError> {
+        match self {
+            BrokerDb::Sqlite(store) => store.begin_read().map(BrokerDbTx::Sqlite),
+            BrokerDb::Postgres(store) => store.begin_read().map(BrokerDbTx::Postgres),
+        }
+    }
 }
 
 /// `BrokerTx` methods that forward to the backend's transaction.
