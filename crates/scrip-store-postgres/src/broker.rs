@@ -167,6 +167,21 @@ impl PgBrokerStore {
         step.commit("cannot end the dump")?;
         Ok(dump)
     }
+
+    /// True when the connection is gone (closed by the server, or left in an
+    /// unknown state by a failed rollback): every step on it would fail, and
+    /// a new store must be connected in its place.
+    pub fn is_broken(&self) -> bool {
+        self.conn.is_broken()
+    }
+
+    /// Checks that the server still answers: one round trip.
+    ///
+    /// # Errors
+    /// The connection is gone.
+    pub fn check(&mut self) -> Result<(), StoreError> {
+        self.conn.check()
+    }
 }
 
 #[cfg(test)]

@@ -57,9 +57,11 @@
 //!
 //! TLS: it connects with `NoTls`, so the database must be on loopback or a
 //! network trusted as much as the broker's own host. Like the SQLite store it
-//! makes no decisions (the core does), does not prune expired spent ids, and
-//! does not reconnect: a lost connection fails each step with a
-//! [`StoreError`](scrip_core::store::StoreError), which the client may retry.
+//! makes no decisions (the core does) and does not prune expired spent ids.
+//! It does not reconnect by itself: a lost connection fails the step with a
+//! [`StoreError`](scrip_core::store::StoreError), which the client may retry,
+//! and [`PgBrokerStore::is_broken`] then says so, for the pool that holds the
+//! store (`scrip-store`'s `BrokerPool`) to replace it.
 //! Error messages never contain the URL's password, nor the rows or keys the
 //! server quotes in its error details.
 
