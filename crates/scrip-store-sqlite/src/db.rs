@@ -124,14 +124,20 @@ pub(crate) fn open_in_memory(schema: &Schema) -> Result<Connection, StoreError> 
 #[cfg(unix)]
 fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    // No truncate: an existing database is opened as it is, with its own mode.
-    std::fs::OpenOptions::new()
+    // An existing database is left alone, not even opened: closing any file
+    // descriptor of it would release every POSIX lock this process holds on
+    // it, those of its other connections too (a broker process holds several),
+    // and another process could then checkpoint and reset the WAL under them.
+    match std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o600)
         .open(path)
-        .map(drop)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(not(unix))]
