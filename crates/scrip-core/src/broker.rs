@@ -189,12 +189,13 @@ fn issues_scrip(request: &BrokerRequest) -> bool {
     )
 }
 
-/// Runs a read-only `step` in one transaction.
+/// Runs a read-only `step` in one read transaction: a snapshot that waits
+/// for no writer.
 fn reading<S: BrokerStore, R>(
     store: &mut S,
     step: impl FnOnce(&mut S::Tx<'_>) -> Result<R, Refusal>,
 ) -> Result<R, Refusal> {
-    let mut tx = store.begin()?;
+    let mut tx = store.begin_read()?;
     step(&mut tx)
 }
 

@@ -9,6 +9,10 @@
 //! other (SQLite: `BEGIN IMMEDIATE`), and spending is insert-or-fail on a
 //! unique key, never read-then-write: of two transactions marking the same id
 //! spent, exactly one gets [`Spend::Fresh`].
+//!
+//! The broker's reads that change nothing (the merchant directory, the audit
+//! protocol, reports) begin with [`BrokerStore::begin_read`] instead: a
+//! consistent snapshot of what committed, which waits for no writer.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use scrip_proto::crypto::CustomerSecret;
@@ -440,7 +444,15 @@ pub trait BrokerStore: GroupCommit {
     type Tx<'a>: BrokerTx
     where
         Self: 'a;
+    /// A transaction for a step that may write: serializable with every
+    /// other, so it waits for the one in progress (the writer lock).
     fn begin(&mut self) -> Result<Self::Tx<'_>, StoreError>;
+    /// A transaction for reads only: one consistent snapshot of what had
+    /// committed, taken without the writer lock, so it is answered while
+    /// steps of this or another process commit. It is never committed;
+    /// nothing written through it is kept (a store may refuse the write).
+    /// Inside a group commit it is a savepoint of the group, as `begin` is.
+    fn begin_read(&mut self) -> Result<Self::Tx<'_>, StoreError>;
 }
 
 /// One broker transaction. See the module doc for the contract.

@@ -8,7 +8,7 @@ use scrip_proto::msg::{
     AuditRequest, AuditResponse, BrokerAnswer, BrokerRequest, BrokerResponse, MerchantEntry,
 };
 use scrip_proto::{decode, encode, Refusal};
-use scrip_store::{BrokerDatabase, BrokerDb};
+use scrip_store::{BrokerDatabase, BrokerPool, PooledBrokerDb};
 
 use crate::group::Grouped;
 use crate::node::{Handler, Inbound, Node, NodeConfig};
@@ -17,14 +17,20 @@ use crate::{keypair, now, protocol, NetError, NetOptions};
 /// The broker and its store, shared by the request handlers.
 pub struct BrokerService {
     broker: Broker,
-    store: Grouped<BrokerDb, Prepared, BrokerAnswer>,
+    /// The writer's connection and the readers'.
+    pool: BrokerPool,
+    /// Where concurrent steps form groups. The thread that answers a group
+    /// takes the writer's connection for it and gives it back after, so a
+    /// connection that broke is replaced before the next group.
+    groups: Grouped<(), Prepared, BrokerAnswer>,
 }
 
 impl BrokerService {
-    pub fn new(broker: Broker, store: BrokerDb) -> Self {
+    pub fn new(broker: Broker, pool: BrokerPool) -> Self {
         BrokerService {
             broker,
-            store: Grouped::new(store),
+            pool,
+            groups: Grouped::new(()),
         }
     }
 
@@ -40,17 +46,24 @@ impl BrokerService {
         if inbound.protocol == protocol::INFO {
             return encode(&self.broker.info());
         }
+        // Reads run on a reader's connection, beside the group that commits.
         if inbound.protocol == protocol::MERCHANTS {
-            let directory = self.broker.merchants(&mut *self.store.store()).map(|list| {
-                list.into_iter()
-                    .map(|(merchant, name)| MerchantEntry { merchant, name })
-                    .collect::<Vec<_>>()
-            });
+            let directory = self
+                .reader()
+                .and_then(|mut store| self.broker.merchants(&mut *store))
+                .map(|list| {
+                    list.into_iter()
+                        .map(|(merchant, name)| MerchantEntry { merchant, name })
+                        .collect::<Vec<_>>()
+                });
             return encode(&directory);
         }
         if inbound.protocol == protocol::AUDIT {
             let answer = match decode::<AuditRequest>(&inbound.request) {
-                Ok(request) => self.broker.handle_audit(&mut *self.store.store(), &request),
+                Ok(request) => match self.reader() {
+                    Ok(mut store) => self.broker.handle_audit(&mut *store, &request),
+                    Err(refusal) => AuditResponse::Refused(refusal),
+                },
                 Err(error) => AuditResponse::Refused(error.into()),
             };
             return encode(&answer);
@@ -62,12 +75,19 @@ impl BrokerService {
         let answer = match decode::<BrokerRequest>(&inbound.request) {
             Ok(request) if protocol::for_broker_request(&request) == inbound.protocol => {
                 let prepared = self.broker.prepare(now(), &mut rand::rngs::OsRng, request);
-
-                self.store.submit(
+                self.groups.submit(
                     prepared,
-                    |store, group| {
-                        self.broker
-                            .answer_prepared(store, now(), &mut rand::rngs::OsRng, group)
+                    |(), group| match self.pool.writer() {
+                        Ok(mut store) => self.broker.answer_prepared(
+                            &mut *store,
+                            now(),
+                            &mut rand::rngs::OsRng,
+                            group,
+                        ),
+                        Err(error) => {
+                            let refusal = Refusal::from(error);
+                            group.iter().map(|_| refused(refusal.clone())).collect()
+                        }
                     },
                     || refused(Refusal::Unavailable),
                 )
@@ -80,6 +100,12 @@ impl BrokerService {
             Err(error) => refused(error.into()),
         };
         encode(&answer)
+    }
+
+    /// A reader's connection; none within the pool's timeout is an
+    /// unavailable store, which the client retries.
+    fn reader(&self) -> Result<PooledBrokerDb, Refusal> {
+        Ok(self.pool.reader()?)
     }
 }
 
@@ -100,11 +126,11 @@ impl BrokerNode {
         options: NetOptions,
     ) -> Result<BrokerNode, NetError> {
         crate::fault::arm_from_env()?;
-        let store = database
-            .open()
+        let pool = database
+            .pool()
             .map_err(|e| NetError::Setup(e.to_string()))?;
         let keypair = keypair(broker.signing_key());
-        let service = Arc::new(BrokerService::new(broker, store));
+        let service = Arc::new(BrokerService::new(broker, pool));
         let mut config = NodeConfig::new(keypair);
         config.listen = listen;
         config.serve = protocol::BROKER_PROTOCOLS.to_vec();

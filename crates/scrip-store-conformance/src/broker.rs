@@ -591,3 +591,62 @@ pub fn end_group_makes_the_group_durable_and_visible_to_another_connection<B: Ba
         Spend::AlreadySpent
     );
 }
+
+// ---- Reads ----------------------------------------------------------------
+
+/// A read waits for no writer: while another store's step holds the write
+/// lock over a change it has not committed, a read begins at once and sees
+/// what had committed, and keeps seeing it (one snapshot) after that step
+/// commits; a new read sees the commit. Nothing written through a read is
+/// kept. Inside a group, a read sees the group's own steps.
+pub fn a_read_waits_for_no_writer_and_sees_one_snapshot<B: Backend>(backend: &B) {
+    let mut writer = backend.open();
+    let mut reader = backend.open();
+    let mut tx = writer.begin().unwrap();
+    tx.post(&deposit(ALICE, 5)).unwrap();
+    tx.commit().unwrap();
+
+    let mut tx = writer.begin().unwrap();
+    tx.post(&deposit(ALICE, 7)).unwrap();
+    tx.append_event(&event()).unwrap();
+    // Were the read to wait for the lock, it would fail after the stores'
+    // lock timeout, since the step holding it only commits below.
+    let mut read = reader.begin_read().unwrap();
+    assert_eq!(read.balance(&customer(ALICE)).unwrap(), 5);
+    assert_eq!(read.log_size().unwrap(), 0);
+    tx.commit().unwrap();
+    assert_eq!(read.balance(&customer(ALICE)).unwrap(), 5, "one snapshot");
+    assert_eq!(read.log_size().unwrap(), 0, "one snapshot");
+    drop(read);
+
+    let mut read = reader.begin_read().unwrap();
+    assert_eq!(read.balance(&customer(ALICE)).unwrap(), 12);
+    assert_eq!(read.log_size().unwrap(), 1);
+    // PostgreSQL refuses the write; SQLite rolls it back with the read.
+    let _ = read.post(&deposit(ALICE, 100));
+    drop(read);
+    let before = backend.fingerprint(&mut reader);
+    assert_eq!(
+        writer
+            .begin_read()
+            .unwrap()
+            .balance(&customer(ALICE))
+            .unwrap(),
+        12
+    );
+
+    writer.begin_group().unwrap();
+    let mut tx = writer.begin().unwrap();
+    tx.post(&deposit(ALICE, 1)).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        writer
+            .begin_read()
+            .unwrap()
+            .balance(&customer(ALICE))
+            .unwrap(),
+        13
+    );
+    writer.abort_group();
+    assert_eq!(backend.fingerprint(&mut writer), before);
+}

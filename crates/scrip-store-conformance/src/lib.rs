@@ -48,6 +48,7 @@ macro_rules! broker_store_conformance {
             a_step_dropped_inside_a_group_is_undone_alone
             abort_group_undoes_the_whole_group
             end_group_makes_the_group_durable_and_visible_to_another_connection
+            a_read_waits_for_no_writer_and_sees_one_snapshot
         );
     };
     (@cases ($backend:expr) $($case:ident)*) => {

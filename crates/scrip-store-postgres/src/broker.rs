@@ -10,7 +10,7 @@ use scrip_core::store::{
 };
 use scrip_proto::{AccountNumber, MerchantId, PublicKey, RequestId, ScripId, Timestamp};
 
-use crate::db::{self, get, index_from_sql, index_to_sql, Connection, Schema, Step};
+use crate::db::{self, get, index_from_sql, index_to_sql, Access, Connection, Schema, Step};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "broker",
@@ -124,7 +124,9 @@ CREATE TABLE pin_failures (
 /// Several stores (threads or processes) may connect to the same schema:
 /// each [`begin`](BrokerStore::begin) and
 /// [`begin_group`](GroupCommit::begin_group) first locks the row of
-/// `writer`, so broker steps run one after another.
+/// `writer`, so broker steps run one after another. A read
+/// ([`begin_read`](BrokerStore::begin_read)) is a REPEATABLE READ, READ ONLY
+/// snapshot that takes no lock.
 pub struct PgBrokerStore {
     conn: Connection,
     /// Inside a group commit: transactions are savepoints of the group's.
@@ -132,8 +134,8 @@ pub struct PgBrokerStore {
 }
 
 /// One broker transaction: a READ COMMITTED transaction holding the writer
-/// lock (or a savepoint of the group) that rolls back when dropped without
-/// [`commit`](BrokerTx::commit).
+/// lock (for reads, a read-only snapshot; inside a group, a savepoint of the
+/// group's) that rolls back when dropped without [`commit`](BrokerTx::commit).
 pub struct PgBrokerTx<'a> {
     tx: Step<'a>,
 }
@@ -160,10 +162,25 @@ impl PgBrokerStore {
     /// # Errors
     /// The tables cannot be read.
     pub fn fingerprint(&mut self) -> Result<String, StoreError> {
-        let mut step = Step::begin(&mut self.conn, self.grouped, SCHEMA.role)?;
+        let mut step = Step::begin(&mut self.conn, self.grouped, Access::Write, SCHEMA.role)?;
         let dump = db::fingerprint(&mut step)?;
         step.commit("cannot end the dump")?;
         Ok(dump)
+    }
+
+    /// True when the connection is gone (closed by the server, or left in an
+    /// unknown state by a failed rollback): every step on it would fail, and
+    /// a new store must be connected in its place.
+    pub fn is_broken(&self) -> bool {
+        self.conn.is_broken()
+    }
+
+    /// Checks that the server still answers: one round trip.
+    ///
+    /// # Errors
+    /// The connection is gone.
+    pub fn check(&mut self) -> Result<(), StoreError> {
+        self.conn.check()
     }
 }
 
@@ -179,7 +196,13 @@ impl BrokerStore for PgBrokerStore {
     type Tx<'a> = PgBrokerTx<'a>;
 
     fn begin(&mut self) -> Result<PgBrokerTx<'_>, StoreError> {
-        Step::begin(&mut self.conn, self.grouped, SCHEMA.role).map(|tx| PgBrokerTx { tx })
+        Step::begin(&mut self.conn, self.grouped, Access::Write, SCHEMA.role)
+            .map(|tx| PgBrokerTx { tx })
+    }
+
+    fn begin_read(&mut self) -> Result<PgBrokerTx<'_>, StoreError> {
+        Step::begin(&mut self.conn, self.grouped, Access::Read, SCHEMA.role)
+            .map(|tx| PgBrokerTx { tx })
     }
 }
 

@@ -33,6 +33,12 @@ impl Schema {
 /// block outlives the query string).
 const BEGIN_LOCKED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT id FROM writer FOR UPDATE";
 
+/// Starts a read: one snapshot for the whole transaction (so a checkpoint
+/// and the log hashes it covers are read as of one moment) and no writer
+/// lock, so it waits for no step of any process. READ ONLY makes a write
+/// through it an error rather than a change outside the lock.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
 /// How long a step waits for the writer lock (or a migration for its lock)
 /// before failing, as the SQLite store waits for its file's lock: steps hold
 /// it briefly, so ten seconds means something is stuck, and the failure
@@ -70,6 +76,9 @@ pub(crate) struct Connection {
     /// PostgreSQL then refuses every statement but a rollback, and turns a
     /// COMMIT into a silent ROLLBACK, so commits check this first.
     aborted: bool,
+    /// An error said the connection is gone, or a rollback failed, leaving
+    /// the session in an unknown state: the connection must be replaced.
+    lost: bool,
 }
 
 /// Connects to `url` and brings its schema up to `schema`'s version.
@@ -88,6 +97,7 @@ pub(crate) fn connect(url: &str, schema: &Schema) -> Result<Connection, StoreErr
         client: Some(client),
         statements: HashMap::new(),
         aborted: false,
+        lost: false,
     };
     conn.control(SET_LOCK_TIMEOUT)
         .map_err(failed("cannot set the lock timeout"))?;
@@ -189,6 +199,20 @@ impl Connection {
             .expect("the client is only taken when the connection is dropped")
     }
 
+    /// True when the connection can no longer be used and must be replaced:
+    /// the server closed it (or was killed), or a rollback failed. A pool
+    /// drops such a connection instead of handing it out again.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.lost || self.client.as_ref().is_none_or(Client::is_closed)
+    }
+
+    /// Asks the server to answer: one round trip that fails on a connection
+    /// the server has closed since it was last used.
+    pub(crate) fn check(&mut self) -> Result<(), StoreError> {
+        self.control("")
+            .map_err(failed("the database does not answer"))
+    }
+
     /// The statement for `sql`, prepared on first use.
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
@@ -210,7 +234,7 @@ impl Connection {
         let result = self
             .statement(sql)
             .and_then(|statement| blocking(|| operation(self.client_mut(), &statement)));
-        self.aborted |= result.is_err();
+        self.note(&result);
         result.map_err(failed(what))
     }
 
@@ -276,8 +300,17 @@ impl Connection {
     /// one round trip, nothing to prepare.
     fn control(&mut self, sql: &str) -> Result<(), postgres::Error> {
         let result = blocking(|| self.client_mut().batch_execute(sql));
-        self.aborted |= result.is_err();
+        self.note(&result);
         result
+    }
+
+    /// Notes what a failed statement means for the transaction (aborted) and
+    /// for the connection (lost).
+    fn note<T>(&mut self, result: &Result<T, postgres::Error>) {
+        if let Err(error) = result {
+            self.aborted = true;
+            self.lost |= connection_lost(error);
+        }
     }
 
     /// For tests: the client itself, to corrupt rows or watch locks.
@@ -289,25 +322,36 @@ impl Connection {
 
 // ---- Transactions and group commit ---------------------------------------
 
-/// One step's transaction: `BEGIN` and the writer lock on its own, or a
-/// savepoint of the open group commit (which holds the lock). Rolls back
-/// when dropped without [`Step::commit`].
+/// One step's transaction: `BEGIN` and the writer lock on its own (for reads
+/// only, a snapshot without the lock), or a savepoint of the open group
+/// commit (which holds the lock). Rolls back when dropped without
+/// [`Step::commit`].
 pub(crate) struct Step<'a> {
     conn: &'a mut Connection,
     nested: bool,
     open: bool,
 }
 
+/// What a transaction may do, which decides how it begins.
+#[derive(Clone, Copy)]
+pub(crate) enum Access {
+    /// Takes the writer lock first, so steps of every process run one after another.
+    Write,
+    /// A read-only snapshot that takes no lock.
+    Read,
+}
+
 impl<'a> Step<'a> {
     pub(crate) fn begin(
         conn: &'a mut Connection,
         nested: bool,
+        access: Access,
         role: &'static str,
     ) -> Result<Self, StoreError> {
-        let sql = if nested {
-            "SAVEPOINT step"
-        } else {
-            BEGIN_LOCKED
+        let sql = match (nested, access) {
+            (true, _) => "SAVEPOINT step",
+            (false, Access::Write) => BEGIN_LOCKED,
+            (false, Access::Read) => BEGIN_READ,
         };
         if let Err(error) = conn.control(sql) {
             if !nested {
@@ -373,11 +417,13 @@ impl Drop for Step<'_> {
 }
 
 /// Rolls back; on failure the connection is broken, and the server undoes the
-/// transaction when it closes, so nothing half-done is kept.
+/// transaction when it closes, so nothing half-done is kept. The connection
+/// is marked lost, so it is replaced rather than used in an unknown state.
 fn rollback(conn: &mut Connection, sql: &str) {
     match conn.control(sql) {
         Ok(()) => conn.aborted = false,
         Err(error) => {
+            conn.lost = true;
             tracing::error!(error = %describe(&error), "cannot roll back a store transaction");
         }
     }
@@ -504,7 +550,7 @@ pub(crate) fn fingerprint(step: &mut Step<'_>) -> Result<String, StoreError> {
         // are not cached, since this runs once per check.
         let sql = format!("SELECT * FROM \"{table}\"{order}");
         let rows = blocking(|| step.client_mut().query(&sql, &[]));
-        step.aborted |= rows.is_err();
+        step.note(&rows);
         for row in rows.map_err(failed(what))? {
             for column in 0..row.len() {
                 dump.push_str(&format!("{:?}\t", value(&row, column)?));
@@ -516,6 +562,20 @@ pub(crate) fn fingerprint(step: &mut Step<'_>) -> Result<String, StoreError> {
 }
 
 // ---- Error text ------------------------------------------------------------
+
+/// True when `error` means the connection itself is gone, not just the
+/// statement: the socket closed, a connection exception (SQLSTATE class 08),
+/// or the server ending the session (57P01 admin shutdown, as
+/// `pg_terminate_backend` does; 57P02 crash shutdown; 57P03 cannot connect now).
+fn connection_lost(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    error.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+    })
+}
 
 /// Maps a `postgres` error to a [`StoreError`] that says which operation failed.
 pub(crate) fn failed(what: &'static str) -> impl FnOnce(postgres::Error) -> StoreError {

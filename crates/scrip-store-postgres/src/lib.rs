@@ -28,6 +28,13 @@
 //!
 //! Under that lock transactions run READ COMMITTED: each statement sees every
 //! step committed before, and no serialization failure needs a retry.
+//!
+//! Reads that change nothing ([`begin_read`](scrip_core::store::BrokerStore::begin_read):
+//! the merchant directory, checkpoints and proofs, reports) take no writer
+//! lock: `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`, one snapshot of
+//! what had committed, so they are answered while a step of any process
+//! holds the lock, and a checkpoint and the log hashes it covers are read as
+//! of one moment.
 //! Spending is still insert-or-fail on a unique key (`ON CONFLICT DO
 //! NOTHING`; no row inserted is [`Spend::AlreadySpent`](scrip_core::store::Spend)),
 //! never read-then-write, so it would stay exact without the lock.
@@ -50,9 +57,11 @@
 //!
 //! TLS: it connects with `NoTls`, so the database must be on loopback or a
 //! network trusted as much as the broker's own host. Like the SQLite store it
-//! makes no decisions (the core does), does not prune expired spent ids, and
-//! does not reconnect: a lost connection fails each step with a
-//! [`StoreError`](scrip_core::store::StoreError), which the client may retry.
+//! makes no decisions (the core does) and does not prune expired spent ids.
+//! It does not reconnect by itself: a lost connection fails the step with a
+//! [`StoreError`](scrip_core::store::StoreError), which the client may retry,
+//! and [`PgBrokerStore::is_broken`] then says so, for the pool that holds the
+//! store (`scrip-store`'s `BrokerPool`) to replace it.
 //! Error messages never contain the URL's password, nor the rows or keys the
 //! server quotes in its error details.
 

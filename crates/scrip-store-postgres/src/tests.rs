@@ -326,3 +326,54 @@ fn the_password_never_appears_in_a_connect_error() {
     assert!(!error.0.contains("hunter2"), "{error}");
     assert!(error.0.contains("no_such_role_scrip:***@"), "{error}");
 }
+
+// ---- A connection the server ends ----------------------------------------
+
+/// Ends the backend `pid` and waits until the server has closed it.
+fn terminate(url: &str, pid: i32) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    // A bound on a test that would otherwise hang, not a measurement.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .unwrap()
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "backend {pid} outlived its end");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A store whose connection the server ended fails its next step and says
+/// it is broken, so a pool replaces it; `check` finds it out without a step.
+#[test]
+fn a_connection_the_server_ends_is_broken() {
+    let Some(PgSchema { schema }) = backend() else {
+        return;
+    };
+    for step_first in [true, false] {
+        let mut store = connect(&schema);
+        store.check().unwrap();
+        let pid: i32 = store
+            .connection()
+            .client()
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        assert!(!store.is_broken());
+        terminate(&schema.url(), pid);
+        if step_first {
+            let failed = store.begin().err().expect("the connection is gone");
+            assert!(
+                failed.0.contains("cannot begin broker transaction"),
+                "{failed}"
+            );
+        } else {
+            assert!(store.check().is_err());
+        }
+        assert!(store.is_broken());
+    }
+}

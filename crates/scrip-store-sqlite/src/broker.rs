@@ -124,13 +124,17 @@ crate::db::sqlite_store!(
     /// Several stores (threads or processes) may open the same file: each
     /// [`begin`](BrokerStore::begin) takes SQLite's write lock (`BEGIN IMMEDIATE`),
     /// so broker steps run one after another, and a store waits up to
-    /// about ten seconds for the lock before failing.
+    /// about ten seconds for the lock before failing. Reads
+    /// ([`begin_read`](BrokerStore::begin_read)) take no lock: in WAL mode
+    /// they see a snapshot and run beside the writer.
     SqliteBrokerStore,
-    /// One broker transaction: an SQLite `BEGIN IMMEDIATE` transaction that rolls
-    /// back when dropped without [`commit`](BrokerTx::commit).
+    /// One broker transaction: an SQLite `BEGIN IMMEDIATE` transaction (a
+    /// deferred one for reads) that rolls back when dropped without
+    /// [`commit`](BrokerTx::commit).
     SqliteBrokerTx,
     BrokerStore,
-    "broker"
+    "broker",
+    begin_read
 );
 
 /// The raw columns of an `accounts` row.

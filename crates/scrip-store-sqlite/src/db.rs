@@ -124,14 +124,20 @@ pub(crate) fn open_in_memory(schema: &Schema) -> Result<Connection, StoreError> 
 #[cfg(unix)]
 fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    // No truncate: an existing database is opened as it is, with its own mode.
-    std::fs::OpenOptions::new()
+    // An existing database is left alone, not even opened: closing any file
+    // descriptor of it would release every POSIX lock this process holds on
+    // it, those of its other connections too (a broker process holds several),
+    // and another process could then checkpoint and reset the WAL under them.
+    match std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o600)
         .open(path)
-        .map(drop)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(not(unix))]
@@ -364,24 +370,36 @@ pub(crate) fn fingerprint(conn: &Connection) -> Result<String, StoreError> {
 
 // ---- Transactions and group commit ---------------------------------------
 
-/// One step's transaction: `BEGIN IMMEDIATE` on its own, or a savepoint of
-/// the open group commit. Rolls back when dropped without [`Step::commit`].
+/// One step's transaction: `BEGIN IMMEDIATE` on its own (a plain, deferred
+/// `BEGIN` for reads only), or a savepoint of the open group commit. Rolls
+/// back when dropped without [`Step::commit`].
 pub(crate) struct Step<'a> {
     conn: &'a Connection,
     nested: bool,
     open: bool,
 }
 
+/// What a transaction may do, which decides how it begins.
+#[derive(Clone, Copy)]
+pub(crate) enum Access {
+    /// Takes the write lock first, so steps run one after another.
+    Write,
+    /// Deferred: in WAL mode a reader sees the snapshot of its first read and
+    /// waits for no writer.
+    Read,
+}
+
 impl<'a> Step<'a> {
     pub(crate) fn begin(
         conn: &'a Connection,
         nested: bool,
+        access: Access,
         role: &'static str,
     ) -> Result<Self, StoreError> {
-        let sql = if nested {
-            "SAVEPOINT step"
-        } else {
-            "BEGIN IMMEDIATE"
+        let sql = match (nested, access) {
+            (true, _) => "SAVEPOINT step",
+            (false, Access::Write) => "BEGIN IMMEDIATE",
+            (false, Access::Read) => "BEGIN DEFERRED",
         };
         run(conn, sql)
             .map_err(|error| StoreError(format!("cannot begin {role} transaction: {error}")))?;
@@ -475,10 +493,11 @@ pub(crate) fn abort_group(conn: &Connection, grouped: &mut bool) {
 
 /// Defines a store over one SQLite file of the calling module's `SCHEMA`:
 /// the store type with `open`, `open_in_memory` and `fingerprint`, its
-/// transaction type, and `begin` of the core's store trait. One definition
+/// transaction type, and `begin` of the core's store trait (and
+/// `begin_read`, when named after the role: the broker's). One definition
 /// serves the broker, merchant and wallet stores alike.
 macro_rules! sqlite_store {
-    ($(#[$doc:meta])* $store:ident, $(#[$tx_doc:meta])* $tx:ident, $store_trait:ident, $role:literal) => {
+    ($(#[$doc:meta])* $store:ident, $(#[$tx_doc:meta])* $tx:ident, $store_trait:ident, $role:literal $(, $begin_read:ident)?) => {
         $(#[$doc])*
         pub struct $store {
             conn: rusqlite::Connection,
@@ -515,8 +534,14 @@ macro_rules! sqlite_store {
             type Tx<'a> = $tx<'a>;
 
             fn begin(&mut self) -> Result<$tx<'_>, StoreError> {
-                crate::db::Step::begin(&self.conn, self.grouped, $role).map(|tx| $tx { tx })
+                crate::db::Step::begin(&self.conn, self.grouped, crate::db::Access::Write, $role)
+                    .map(|tx| $tx { tx })
             }
+
+            $(fn $begin_read(&mut self) -> Result<$tx<'_>, StoreError> {
+                crate::db::Step::begin(&self.conn, self.grouped, crate::db::Access::Read, $role)
+                    .map(|tx| $tx { tx })
+            })?
         }
 
         impl scrip_core::store::GroupCommit for $store {

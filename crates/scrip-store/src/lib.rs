@@ -5,10 +5,13 @@
 //! see `docs/SCALING.md`). [`BrokerDatabase`] says where, as the operator
 //! wrote it; [`BrokerDb`] is the open store, one type whatever the backend,
 //! so the node, the command line and the tests take either without being
-//! generic over it.
+//! generic over it. [`BrokerPool`] holds the connections a broker process
+//! serves with: one for the writer and a few for reads, each replaced when
+//! it breaks.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use scrip_core::event::BrokerEvent;
 use scrip_core::ledger::{LedgerAccount, Transfer};
@@ -50,6 +53,42 @@ impl BrokerDatabase {
             BrokerDatabase::Sqlite(path) => SqliteBrokerStore::open(path).map(BrokerDb::Sqlite),
             BrokerDatabase::Postgres(url) => PgBrokerStore::connect(url).map(BrokerDb::Postgres),
         }
+    }
+
+    /// The connections a broker process serves with (see [`BrokerPool`]).
+    ///
+    /// Opens one store first, so a database that cannot be opened is refused
+    /// at once with its own error, and the schema is migrated before any
+    /// pooled connection is made; the pool's connections are then made in
+    /// the background.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn pool(&self) -> Result<BrokerPool, StoreError> {
+        drop(self.open()?);
+        let pool = |size, check| {
+            r2d2::Pool::builder()
+                .max_size(size)
+                .test_on_check_out(check)
+                .connection_timeout(CONNECTION_TIMEOUT)
+                // A connection lives until it breaks; none is closed for age.
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .error_handler(Box::new(LogConnectionErrors))
+                .build_unchecked(BrokerConnector {
+                    database: self.clone(),
+                })
+        };
+        Ok(BrokerPool {
+            // Checking the writer's connection before each group would cost
+            // a round trip per group commit; one that broke while idle fails
+            // that group (answered `Unavailable`, retried by the clients) and
+            // is replaced when it comes back.
+            writer: pool(1, false),
+            // A read is one short transaction: checking first costs little,
+            // and spares a read the connection that broke while idle.
+            readers: pool(READERS, true),
+        })
     }
 }
 
@@ -104,6 +143,96 @@ fn redact_password(url: &str) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
+/// How many connections serve reads beside the writer's one. Reads are short
+/// (the merchant directory, a checkpoint, a proof); on PostgreSQL each
+/// connection is a server process.
+pub const READERS: u32 = 3;
+
+/// How long a step waits for a connection of the pool (an idle one, or a new
+/// one while the database cannot be reached) before failing as unavailable:
+/// the stores' own lock timeout.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connections of one broker process to its database.
+///
+/// The writer's connection serves group commits, which run one after another
+/// whatever the number of connections (the writer lock); the readers serve
+/// reads ([`BrokerStore::begin_read`]), which take no writer lock, so the
+/// merchant directory and the audit protocol are answered while a group of
+/// this or another process commits. A connection that broke (the server
+/// closed it, or it was left in an unknown state) is dropped when it comes
+/// back, and the next step gets a new one: a process outlives a restart of
+/// its database. The step that found it broken is answered
+/// `Refusal::Unavailable`, which the client retries with the same request id.
+pub struct BrokerPool {
+    writer: r2d2::Pool<BrokerConnector>,
+    readers: r2d2::Pool<BrokerConnector>,
+}
+
+/// A connection of a [`BrokerPool`]: a [`BrokerDb`] (through `Deref`), back
+/// in its pool when dropped.
+pub type PooledBrokerDb = r2d2::PooledConnection<BrokerConnector>;
+
+impl BrokerPool {
+    /// The writer's connection, for group commits.
+    /// One at a time: a second caller waits for the first to give it back.
+    ///
+    /// # Errors
+    /// No connection could be made within ten seconds.
+    pub fn writer(&self) -> Result<PooledBrokerDb, StoreError> {
+        checkout(&self.writer)
+    }
+
+    /// A reader's connection, for reads only: use
+    /// [`BrokerStore::begin_read`] on it.
+    ///
+    /// # Errors
+    /// No connection was free, or could be made, within ten seconds.
+    pub fn reader(&self) -> Result<PooledBrokerDb, StoreError> {
+        checkout(&self.readers)
+    }
+}
+
+fn checkout(pool: &r2d2::Pool<BrokerConnector>) -> Result<PooledBrokerDb, StoreError> {
+    pool.get()
+        .map_err(|error| StoreError(format!("no connection to the broker database: {error}")))
+}
+
+/// Makes, checks and recognises broken connections for r2d2.
+#[derive(Debug)]
+pub struct BrokerConnector {
+    database: BrokerDatabase,
+}
+
+impl r2d2::ManageConnection for BrokerConnector {
+    type Connection = BrokerDb;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<BrokerDb, StoreError> {
+        self.database.open()
+    }
+
+    fn is_valid(&self, store: &mut BrokerDb) -> Result<(), StoreError> {
+        store.check()
+    }
+
+    fn has_broken(&self, store: &mut BrokerDb) -> bool {
+        store.is_broken()
+    }
+}
+
+/// Failures to connect, which r2d2 retries in the background, go to the
+/// broker's log (its default handler writes to the `log` crate, which this
+/// workspace does not show). Their text never holds a password.
+#[derive(Debug)]
+struct LogConnectionErrors;
+
+impl r2d2::HandleError<StoreError> for LogConnectionErrors {
+    fn handle_error(&self, error: StoreError) {
+        tracing::warn!(%error, "broker database connection");
+    }
+}
+
 /// The broker's open store, on either backend.
 // One per connection, made once and rarely moved: its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -122,6 +251,26 @@ impl BrokerDb {
         match self {
             BrokerDb::Sqlite(store) => store.fingerprint(),
             BrokerDb::Postgres(store) => store.fingerprint(),
+        }
+    }
+
+    /// True when the store cannot be used any more and must be opened anew:
+    /// a PostgreSQL connection the server closed. An SQLite file stays open.
+    pub fn is_broken(&self) -> bool {
+        match self {
+            BrokerDb::Sqlite(_) => false,
+            BrokerDb::Postgres(store) => store.is_broken(),
+        }
+    }
+
+    /// Checks that the store can still be used: one round trip on PostgreSQL.
+    ///
+    /// # Errors
+    /// The connection is gone.
+    pub fn check(&mut self) -> Result<(), StoreError> {
+        match self {
+            BrokerDb::Sqlite(_) => Ok(()),
+            BrokerDb::Postgres(store) => store.check(),
         }
     }
 }
@@ -161,6 +310,13 @@ impl BrokerStore for BrokerDb {
         match self {
             BrokerDb::Sqlite(store) => store.begin().map(BrokerDbTx::Sqlite),
             BrokerDb::Postgres(store) => store.begin().map(BrokerDbTx::Postgres),
+        }
+    }
+
+    fn begin_read(&mut self) -> Result<BrokerDbTx<'_>, StoreError> {
+        match self {
+            BrokerDb::Sqlite(store) => store.begin_read().map(BrokerDbTx::Sqlite),
+            BrokerDb::Postgres(store) => store.begin_read().map(BrokerDbTx::Postgres),
         }
     }
 }

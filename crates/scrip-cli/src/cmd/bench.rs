@@ -715,9 +715,11 @@ fn broker_exchange_rate(db: &Path, count: usize, group: usize) -> f64 {
 /// common start to the last answer.
 fn broker_service_rate(db: &Path, count: usize) -> f64 {
     const HANDLERS: usize = 64;
-    let mut rig = BrokerRig::new(&BrokerDatabase::Sqlite(db.to_owned()));
+    let database = BrokerDatabase::Sqlite(db.to_owned());
+    let mut rig = BrokerRig::new(&database);
     let requests = rig.exchange_requests(count);
-    let service = BrokerService::new(rig.broker, rig.store);
+    // The node's own connections, as `scrip broker run` opens them.
+    let service = BrokerService::new(rig.broker, database.pool().expect("broker connections"));
     let start = std::sync::Barrier::new(HANDLERS + 1);
     let began = std::thread::scope(|scope| {
         for share in requests.chunks(count.div_ceil(HANDLERS)) {
