@@ -245,6 +245,45 @@ fn spends_of_one_broker_scrip_in_one_group_have_exactly_one_winner(backend: Back
     sim.assert_conserved();
 }
 
+/// The licence of merchant `tea` for series 2 of its VendorScrip, and the
+/// registration that grants it to the broker.
+fn relicensing_to_series_2(
+    sim: &mut Sim,
+    tea: usize,
+    shop: &scrip_core::broker::OpenedAccount,
+) -> (scrip_proto::msg::Licence, BrokerRequest) {
+    let keys = scrip_core::MerchantKeys::from_seed(&sim.merchants[tea].seed);
+    let licence = keys.licence(2);
+    let mut config = scrip_core::MerchantConfig::new("tea");
+    config.series = 2;
+    let relicensed = scrip_core::Merchant::new(keys, sim.broker.info(), config, Vec::new());
+    let request_id = RequestId::random(&mut sim.rng);
+    let registration = relicensed
+        .registration_request(&mut sim.rng, request_id, shop.number, shop.pin.clone())
+        .unwrap();
+    (licence, registration)
+}
+
+/// `answer` issued VendorScrip of series 2 that `licence` validates.
+fn assert_minted_under_series_2(
+    answer: &scrip_proto::msg::BrokerAnswer,
+    merchant: &scrip_proto::MerchantId,
+    licence: &scrip_proto::msg::Licence,
+) {
+    let BrokerResponse::VendorScripIssued(issued) = &answer.response else {
+        panic!("exchange refused: {:?}", answer.response);
+    };
+    let scrip = &issued.vendor_scrip.scrip;
+    assert_eq!(scrip.body.id.series, 2, "minted under the new licence");
+    let expected = scrip_core::validate::Expected {
+        kind: ScripKind::Vendor,
+        issuer: merchant,
+        currency: scrip.body.currency,
+    };
+    scrip_core::validate::verify_stamp(scrip, &expected, licence)
+        .expect("the merchant's new licence takes it");
+}
+
 /// The broker mints a group's VendorScrip before the group's transactions,
 /// under the licences merchants had then. A merchant that re-registers with
 /// a new licence in the same group must still get VendorScrip it can take:
@@ -260,15 +299,7 @@ fn vendor_scrip_follows_a_licence_changed_earlier_in_the_same_group(backend: Bac
     exchanges.truncate(1);
 
     // The same merchant, now licensing series 2 of its VendorScrip.
-    let keys = scrip_core::MerchantKeys::from_seed(&sim.merchants[tea].seed);
-    let licence = keys.licence(2);
-    let mut config = scrip_core::MerchantConfig::new("tea");
-    config.series = 2;
-    let relicensed = scrip_core::Merchant::new(keys, sim.broker.info(), config, Vec::new());
-    let request_id = RequestId::random(&mut sim.rng);
-    let registration = relicensed
-        .registration_request(&mut sim.rng, request_id, shop.number, shop.pin.clone())
-        .unwrap();
+    let (licence, registration) = relicensing_to_series_2(&mut sim, tea, &shop);
     // Enough requests after it that the work ahead is shared between threads.
     let (_, more) = spends_of_fresh_broker_scrip(&mut sim, wallet, &alice, merchant);
     let group: Vec<_> = std::iter::once(registration)
@@ -285,18 +316,7 @@ fn vendor_scrip_follows_a_licence_changed_earlier_in_the_same_group(backend: Bac
         BrokerResponse::MerchantRegistered(_)
     ));
     for answer in &answers[1..=2] {
-        let BrokerResponse::VendorScripIssued(issued) = &answer.response else {
-            panic!("exchange refused: {:?}", answer.response);
-        };
-        let scrip = &issued.vendor_scrip.scrip;
-        assert_eq!(scrip.body.id.series, 2, "minted under the new licence");
-        let expected = scrip_core::validate::Expected {
-            kind: ScripKind::Vendor,
-            issuer: &merchant,
-            currency: scrip.body.currency,
-        };
-        scrip_core::validate::verify_stamp(scrip, &expected, &licence)
-            .expect("the merchant's new licence takes it");
+        assert_minted_under_series_2(answer, &merchant, &licence);
     }
     sim.assert_conserved();
 }
@@ -331,15 +351,7 @@ fn vendor_scrip_prepared_before_a_licence_changed_follows_the_new_licence(backen
         .collect();
 
     // While they wait, the merchant licenses series 2 instead.
-    let keys = scrip_core::MerchantKeys::from_seed(&sim.merchants[tea].seed);
-    let licence = keys.licence(2);
-    let mut config = scrip_core::MerchantConfig::new("tea");
-    config.series = 2;
-    let relicensed = scrip_core::Merchant::new(keys, sim.broker.info(), config, Vec::new());
-    let request_id = RequestId::random(&mut sim.rng);
-    let registration = relicensed
-        .registration_request(&mut sim.rng, request_id, shop.number, shop.pin.clone())
-        .unwrap();
+    let (licence, registration) = relicensing_to_series_2(&mut sim, tea, &shop);
     let registered = sim.broker.answer_group(
         &mut sim.broker_store,
         sim.now,
@@ -356,18 +368,7 @@ fn vendor_scrip_prepared_before_a_licence_changed_follows_the_new_licence(backen
             .answer_prepared(&mut sim.broker_store, sim.now, &mut sim.rng, prepared);
     assert_eq!(answers.len(), 4);
     for answer in &answers {
-        let BrokerResponse::VendorScripIssued(issued) = &answer.response else {
-            panic!("exchange refused: {:?}", answer.response);
-        };
-        let scrip = &issued.vendor_scrip.scrip;
-        assert_eq!(scrip.body.id.series, 2, "minted under the new licence");
-        let expected = scrip_core::validate::Expected {
-            kind: ScripKind::Vendor,
-            issuer: &merchant,
-            currency: scrip.body.currency,
-        };
-        scrip_core::validate::verify_stamp(scrip, &expected, &licence)
-            .expect("the merchant's new licence takes it");
+        assert_minted_under_series_2(answer, &merchant, &licence);
     }
     sim.assert_conserved();
 }
