@@ -657,6 +657,11 @@ impl Broker {
     }
 
     fn remember_licence(&self, merchant: &MerchantRecord) {
+        // Steps without work ahead (one request at a time) land here on every
+        // exchange: only a new or changed licence takes the write lock.
+        if self.known_licences().get(&merchant.merchant) == Some(&merchant.licence) {
+            return;
+        }
         self.licences
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
