@@ -743,10 +743,8 @@ fn kills_lose_nothing_and_do_nothing_twice() {
             BrokerEvent::PaymentRecorded {
                 buy_request,
                 price: amount,
-                intent_seen,
                 ..
             } => {
-                assert!(intent_seen, "buy {buy_request} was paid without its intent");
                 *payments.entry(buy_request.to_string()).or_default() += 1;
                 paid += i128::from(amount.minor());
             }
@@ -778,8 +776,10 @@ fn kills_lose_nothing_and_do_nothing_twice() {
             _ => {}
         }
     }
-    // Every item delivered was paid for exactly once, after its intent, and
-    // every intent led to exactly one delivered item.
+    // Every item delivered was paid for exactly once and announced by
+    // exactly one intent. (A Buy does not wait for its intent's receipt, so
+    // after a broker crash the merchant's record may reach the broker before
+    // the wallet resends the intent: the match is by buy, not by order.)
     let delivered: BTreeSet<String> = receipts.keys().cloned().collect();
     assert!(payments.values().all(|n| *n == 1), "payments: {payments:?}");
     assert!(intents.values().all(|n| *n == 1), "intents: {intents:?}");

@@ -66,7 +66,7 @@ pub struct Balances {
     pub pending: Amount,
 }
 
-/// The two requests of a Buy item: the intent for the broker, then the buy for the merchant.
+/// The two requests of a Buy item: the intent for the broker and the buy for the merchant, sent in that order.
 #[derive(Debug, Clone)]
 pub struct PendingPurchase {
     pub intent: PendingRequest,

@@ -9,7 +9,7 @@ use scrip_core::store::{Destination, PendingRequest};
 use scrip_core::wallet::{BrokerOutcome, Delivered};
 use scrip_core::{Wallet, WalletError, WalletKeys};
 use scrip_proto::msg::{
-    BrokerRequest, CatalogListing, LogReceipt, MerchantEntry, MerchantRequest, MerchantResponse,
+    BrokerAnswer, CatalogListing, LogReceipt, MerchantEntry, MerchantRequest, MerchantResponse,
     Purchase,
 };
 use scrip_proto::{
@@ -139,22 +139,14 @@ impl Customer {
     }
 
     /// Resends every pending request, broker requests first (an intent
-    /// before its buy). A buy whose intent the broker refused for good is
-    /// abandoned, as [`Customer::buy`] would. Purchases completed here are
-    /// kept for [`Customer::take_recovered`].
+    /// before its buy, as [`Customer::buy`] sends them). Purchases completed
+    /// here are kept for [`Customer::take_recovered`].
     pub async fn recover(&mut self) {
         let Ok(mut pending) = self.wallet.pending(&mut self.store) else {
             return;
         };
         pending.sort_by_key(|p| !matches!(p.destination, Destination::Broker));
-        let mut abandoned = Vec::new();
         for request in pending {
-            if abandoned.contains(&request.request_id) {
-                let _ = self
-                    .wallet
-                    .cancel_unsent(&mut self.store, request.request_id);
-                continue;
-            }
             tracing::info!(request = %request.request_id, "resending a request left pending");
             let outcome = match request.destination {
                 Destination::Broker => self.send_to_broker(&request).await.map(drop),
@@ -164,12 +156,6 @@ impl Customer {
                     .map(|delivered| self.recovered.push((request.request_id, delivered))),
             };
             if let Err(error) = outcome {
-                if let (true, Ok(BrokerRequest::Intent(intent))) = (
-                    error.refusal().is_some_and(Refusal::definitive),
-                    scrip_proto::decode::<BrokerRequest>(&request.request),
-                ) {
-                    abandoned.push(intent.body.buy_request);
-                }
                 tracing::warn!(%error, request = %request.request_id, "pending request not settled");
             }
         }
@@ -251,8 +237,10 @@ impl Customer {
 
     /// Step 3, Buy item: obtains VendorScrip first if the wallet holds too
     /// little for this merchant (`top_up`, or ten times the price as far as
-    /// the largest BrokerScrip allows), announces the payment to the broker,
-    /// then pays the merchant and keeps the change.
+    /// the largest BrokerScrip allows), announces the payment to the broker
+    /// and pays the merchant right after, without waiting for the broker's
+    /// receipt, and keeps the change. The purchase's outcome is the
+    /// merchant's answer.
     pub async fn buy(
         &mut self,
         merchant: MerchantId,
@@ -297,14 +285,24 @@ impl Customer {
             }
             Err(error) => return Err(error.into()),
         };
-        if let Err(error) = self.send_to_broker(&purchase.intent).await {
-            if error.refusal().is_some_and(Refusal::definitive) {
-                self.wallet
-                    .cancel_unsent(&mut self.store, purchase.buy.request_id)?;
-            }
-            return Err(error);
+        // The intent is an observation, not an authorisation (PROTOCOL.md
+        // 4.5): nothing the broker answers changes whether to pay, so the Buy
+        // follows it at once instead of a round trip later.
+        let (peer, addresses) = self.merchant_peer(merchant).await?;
+        let (wallet, store, link) = (&self.wallet, &mut self.store, &self.link);
+        let (intent, buy_answer) = tokio::join!(
+            // The intent's receipt is taken in while the Buy is still on its way.
+            async {
+                let answer = link.call_bytes(&purchase.intent.request).await;
+                take_broker_answer(wallet, store, &purchase.intent, answer)
+            },
+            call_merchant(link.node(), peer, &addresses, &purchase.buy.request),
+        );
+        if let Err(error) = intent {
+            // The purchase stands without its intent; one left pending is resent on the next connect.
+            tracing::warn!(%error, request = %purchase.intent.request_id, "the broker did not record the intent of a purchase");
         }
-        self.send_to_merchant(&purchase.buy, merchant).await
+        self.take_merchant_answer(merchant, &purchase.buy, buy_answer)
     }
 
     fn default_top_up(&mut self, price: Amount) -> Amount {
@@ -329,24 +327,8 @@ impl Customer {
         &mut self,
         pending: &PendingRequest,
     ) -> Result<Vec<Scrip>, CustomerError> {
-        let answer = self.link.call_bytes(&pending.request).await?;
-        let outcome = self.wallet.handle_broker_response(
-            &mut self.store,
-            pending.request_id,
-            &answer.response,
-        )?;
-        // Keep only receipts for this request: a receipt for another leaf would prove nothing.
-        for receipt in answer
-            .receipts
-            .into_iter()
-            .filter(|r| r.request_id == pending.request_id)
-        {
-            self.wallet.keep_log_receipt(&mut self.store, receipt)?;
-        }
-        match outcome {
-            BrokerOutcome::Scrip(scrip) => Ok(scrip),
-            BrokerOutcome::IntentRecorded => Ok(Vec::new()),
-        }
+        let answer = self.link.call_bytes(&pending.request).await;
+        take_broker_answer(&self.wallet, &mut self.store, pending, answer)
     }
 
     /// Checks every log receipt the wallet kept, and `more` (a merchant's,
@@ -373,7 +355,19 @@ impl Customer {
         pending: &PendingRequest,
         merchant: MerchantId,
     ) -> Result<Delivered, CustomerError> {
-        let response = self.merchant_call(merchant, &pending.request).await?;
+        let (peer, addresses) = self.merchant_peer(merchant).await?;
+        let response = call_merchant(self.link.node(), peer, &addresses, &pending.request).await;
+        self.take_merchant_answer(merchant, pending, response)
+    }
+
+    /// Takes a merchant's answer to a pending request into the wallet.
+    fn take_merchant_answer(
+        &mut self,
+        merchant: MerchantId,
+        pending: &PendingRequest,
+        response: Result<MerchantResponse, CustomerError>,
+    ) -> Result<Delivered, CustomerError> {
+        let response = response?;
         if let MerchantResponse::Refused(_) = response {
             // A changed price or a withdrawn item: ask for the catalog again next time.
             self.prices.remove(&merchant);
@@ -388,20 +382,18 @@ impl Customer {
         merchant: MerchantId,
         request: &[u8],
     ) -> Result<MerchantResponse, CustomerError> {
+        let (peer, addresses) = self.merchant_peer(merchant).await?;
+        call_merchant(self.link.node(), peer, &addresses, request).await
+    }
+
+    /// The merchant's peer and addresses.
+    async fn merchant_peer(
+        &mut self,
+        merchant: MerchantId,
+    ) -> Result<(PeerId, Vec<Multiaddr>), CustomerError> {
         let peer = peer_id(&merchant)
             .ok_or_else(|| CustomerError::UnknownMerchant(merchant.to_string()))?;
-        let addresses = self.locate(peer).await?;
-        let decoded: MerchantRequest =
-            decode(request).map_err(|e| NetError::BadAnswer(e.to_string()))?;
-        let bytes = call_with_retry(
-            self.link.node(),
-            peer,
-            &addresses,
-            protocol::for_merchant_request(&decoded),
-            request,
-        )
-        .await?;
-        Ok(decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))?)
+        Ok((peer, self.locate(peer).await?))
     }
 
     /// The merchant's addresses, from the broker's rendezvous point, or else
@@ -423,4 +415,47 @@ impl Customer {
             .cloned()
             .ok_or_else(|| CustomerError::Unreachable(peer.to_string()))
     }
+}
+
+/// Takes the broker's answer to a pending request into the wallet.
+fn take_broker_answer(
+    wallet: &Wallet,
+    store: &mut SqliteWalletStore,
+    pending: &PendingRequest,
+    answer: Result<BrokerAnswer, NetError>,
+) -> Result<Vec<Scrip>, CustomerError> {
+    let answer = answer?;
+    let outcome = wallet.handle_broker_response(store, pending.request_id, &answer.response)?;
+    // Keep only receipts for this request: a receipt for another leaf would prove nothing.
+    for receipt in answer
+        .receipts
+        .into_iter()
+        .filter(|r| r.request_id == pending.request_id)
+    {
+        wallet.keep_log_receipt(store, receipt)?;
+    }
+    match outcome {
+        BrokerOutcome::Scrip(scrip) => Ok(scrip),
+        BrokerOutcome::IntentRecorded => Ok(Vec::new()),
+    }
+}
+
+/// Sends request bytes to a merchant at `addresses`.
+async fn call_merchant(
+    node: &Node,
+    peer: PeerId,
+    addresses: &[Multiaddr],
+    request: &[u8],
+) -> Result<MerchantResponse, CustomerError> {
+    let decoded: MerchantRequest =
+        decode(request).map_err(|e| NetError::BadAnswer(e.to_string()))?;
+    let bytes = call_with_retry(
+        node,
+        peer,
+        addresses,
+        protocol::for_merchant_request(&decoded),
+        request,
+    )
+    .await?;
+    Ok(decode(&bytes).map_err(|e| NetError::BadAnswer(e.to_string()))?)
 }

@@ -1224,7 +1224,7 @@ impl Loopback {
     }
 
     /// Purchases per second with the first `count` customers buying at once,
-    /// `each` purchases apiece (intent to the broker, then the buy).
+    /// `each` purchases apiece (the intent to the broker and the buy at once).
     pub(super) async fn buy_rate(&mut self, count: usize, each: usize) -> Result<f64, String> {
         let merchant = self.merchant_id;
         let started = Instant::now();
@@ -1264,7 +1264,7 @@ async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, Strin
     net.add_customers(sizes.customers).await?;
     let merchant_id = net.merchant_id;
 
-    // Latency: one customer, one purchase at a time (intent, then buy), against a bare round trip.
+    // Latency: one customer, one purchase at a time (intent and buy), against a bare round trip.
     let link = net.customers[0].link().clone();
     let mut bare = Vec::new();
     for _ in 0..sizes.round_trips {
