@@ -145,6 +145,10 @@ fn create_private_file(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Prepared statements kept per connection: more than the broker's store
+/// uses, so none is prepared again per step (rusqlite keeps 16 by default).
+const STATEMENT_CACHE: usize = 128;
+
 fn configure(
     mut conn: Connection,
     schema: &Schema,
@@ -154,6 +158,7 @@ fn configure(
     // for another process that is opening or writing the same file.
     conn.busy_handler(Some(wait_for_lock))
         .map_err(failed("cannot set busy handler"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if on_disk {
         // WAL lets readers and one writer proceed together, and survives a crash
         // of the process or the machine with synchronous=FULL below. Switching a
