@@ -652,6 +652,8 @@ pub trait WalletTx {
     fn put_scrip(&mut self, scrip: &WalletScrip) -> Result<(), StoreError>;
     fn remove_scrip(&mut self, scrip: &ScripId) -> Result<(), StoreError>;
     fn all_scrip(&mut self) -> Result<Vec<WalletScrip>, StoreError>;
+    /// The scrip with this id, if the wallet holds it.
+    fn scrip(&mut self, id: &ScripId) -> Result<Option<WalletScrip>, StoreError>;
     fn put_pending(&mut self, pending: &PendingRequest) -> Result<(), StoreError>;
     fn take_pending(&mut self, request: &RequestId) -> Result<Option<PendingRequest>, StoreError>;
     fn all_pending(&mut self) -> Result<Vec<PendingRequest>, StoreError>;

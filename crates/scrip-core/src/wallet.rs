@@ -451,11 +451,7 @@ impl Wallet {
             }
             Err(WalletError::Refused(refusal)) if refusal.definitive() => {
                 if let Some(scrip) = pending.spends {
-                    let mut held = tx
-                        .all_scrip()?
-                        .into_iter()
-                        .find(|s| s.scrip.id() == scrip)
-                        .ok_or(WalletError::UnknownScrip(scrip))?;
+                    let mut held = held(&mut tx, scrip)?;
                     if matches!(refusal, Refusal::DoubleSpend { .. }) {
                         // Spent elsewhere: the scrip is gone; keeping it would only fail again.
                         tx.remove_scrip(&scrip)?;
@@ -519,11 +515,7 @@ impl Wallet {
             .take_pending(&request_id)?
             .ok_or(WalletError::UnknownRequest(request_id))?;
         if let Some(scrip) = pending.spends {
-            let mut held = tx
-                .all_scrip()?
-                .into_iter()
-                .find(|s| s.scrip.id() == scrip)
-                .ok_or(WalletError::UnknownScrip(scrip))?;
+            let mut held = held(&mut tx, scrip)?;
             held.state = ScripState::Available;
             tx.put_scrip(&held)?;
         }
@@ -658,10 +650,12 @@ fn spent_scrip(
     let id = pending
         .spends
         .ok_or_else(|| WalletError::BadResponse("the request spent no scrip".into()))?;
-    tx.all_scrip()?
-        .into_iter()
-        .find(|s| s.scrip.id() == id)
-        .ok_or(WalletError::UnknownScrip(id))
+    held(tx, id)
+}
+
+/// The scrip with this id, which the wallet must hold.
+fn held(tx: &mut impl WalletTx, id: ScripId) -> Result<WalletScrip, WalletError> {
+    tx.scrip(&id)?.ok_or(WalletError::UnknownScrip(id))
 }
 
 /// Change must be worth exactly what was not paid: `spent - paid`, none if zero.

@@ -132,6 +132,20 @@ impl WalletTx for SqliteWalletTx<'_> {
             .collect()
     }
 
+    fn scrip(&mut self, id: &ScripId) -> Result<Option<WalletScrip>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT blob FROM scrip WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.to_key()], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(failed("cannot read scrip"))?;
+        blob.map(|blob| decode_stored(&blob, "wallet scrip"))
+            .transpose()
+    }
+
     fn put_pending(&mut self, pending: &PendingRequest) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
@@ -314,9 +328,15 @@ mod tests {
             tx.all_scrip().unwrap(),
             vec![wallet_scrip(1, ScripState::Pending(request_id(4)))]
         );
+        assert_eq!(
+            tx.scrip(&scrip_id(1)).unwrap(),
+            Some(wallet_scrip(1, ScripState::Pending(request_id(4))))
+        );
+        assert_eq!(tx.scrip(&scrip_id(2)).unwrap(), None);
         tx.remove_scrip(&scrip_id(1)).unwrap();
         tx.remove_scrip(&scrip_id(1)).unwrap();
         assert!(tx.all_scrip().unwrap().is_empty());
+        assert_eq!(tx.scrip(&scrip_id(1)).unwrap(), None);
         tx.put_pending(&pending(4, Some(1))).unwrap();
         tx.put_pending(&pending(4, None)).unwrap();
         assert_eq!(tx.all_pending().unwrap(), vec![pending(4, None)]);
