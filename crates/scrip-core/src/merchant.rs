@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use rand::SeedableRng;
+
 use scrip_proto::crypto::{digest, labelled_bytes, BadSignature, Proved, Signed};
 use scrip_proto::msg::{
     envelope_aad, purpose, BatchedReceipt, BrokerInfo, BrokerRequest, BrokerResponse, Buy,
@@ -26,7 +28,7 @@ use scrip_proto::{
 
 use crate::keys::MerchantKeys;
 use crate::log::MemoryTree;
-use crate::store::{grouped, MerchantStore, MerchantTx, Spend, StoredResponse};
+use crate::store::{MerchantStore, MerchantTx, Spend, StoredResponse};
 use crate::validate::{verify_spend, Expected};
 
 /// One item for sale.
@@ -204,10 +206,19 @@ impl Merchant {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         requests: &[MerchantRequest],
     ) -> Vec<MerchantResponse> {
-        grouped(store, |store| {
-            // One transaction for the whole group: a sale refuses only before
-            // its first write (see `sell`), so a refusal has nothing to undo.
+        // One transaction for the whole group, not a group commit of one
+        // transaction per sale: a sale refuses only before its first write
+        // (see `sell`), so a refusal has nothing to undo, and the commit is
+        // the group's one durable write. (A savepoint per group would only
+        // copy every page it changes a second time.)
+        let answered = (|| {
             let mut tx = store.begin()?;
+            // One draw from the caller's generator per group, not one system
+            // call per change id: a ChaCha stream seeded from it is as
+            // unpredictable.
+            let mut rng =
+                rand_chacha::ChaCha12Rng::from_rng(&mut *rng).map_err(|_| Refusal::Unavailable)?;
+            let rng = &mut rng;
             let mut sales = Sales::default();
             let mut answers = Vec::with_capacity(requests.len());
             for request in requests {
@@ -251,8 +262,8 @@ impl Merchant {
                 .collect();
             responses.reverse();
             Ok::<_, Refusal>(responses)
-        })
-        .unwrap_or_else(|refusal| vec![MerchantResponse::Refused(refusal); requests.len()])
+        })();
+        answered.unwrap_or_else(|refusal| vec![MerchantResponse::Refused(refusal); requests.len()])
     }
 
     /// Buy item, in a group of its own; see [`Merchant::answer_group`].
