@@ -352,8 +352,29 @@ pub(crate) fn fingerprint(conn: &Connection) -> Result<String, StoreError> {
     let mut dump = String::new();
     for table in tables {
         dump.push_str(&format!("[{table}]\n"));
+        // A `WITHOUT ROWID` table has no rowid to order by; its rows are
+        // ordered by all their columns, which its primary key makes unique.
+        let without_rowid: bool = conn
+            .query_row(
+                "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                [&table],
+                |row| row.get(0),
+            )
+            .map_err(failed(what))?;
+        let order = if without_rowid {
+            let columns = conn
+                .prepare(&format!("SELECT * FROM \"{table}\""))
+                .map_err(failed(what))?
+                .column_count();
+            (1..=columns)
+                .map(|column| column.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "rowid".to_owned()
+        };
         let mut statement = conn
-            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
+            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY {order}"))
             .map_err(failed(what))?;
         let columns = statement.column_count();
         let mut rows = statement.query([]).map_err(failed(what))?;

@@ -13,7 +13,7 @@ pub(crate) const SCHEMA: Schema = Schema {
     role: "merchant",
     // "scrM"
     application_id: 0x7363_724d,
-    migrations: &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
+    migrations: &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4],
 };
 
 const MIGRATION_1: &str = "
@@ -46,6 +46,31 @@ CREATE TABLE receipts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     blob BLOB NOT NULL
 ) STRICT;
+";
+
+/// Fewer B-tree writes per sale. The spent set becomes a `WITHOUT ROWID`
+/// table, so marking an id spent is one insert into one B-tree keyed by the
+/// id, not a row plus an index entry. The outbox drops `AUTOINCREMENT`,
+/// which wrote `sqlite_sequence` on every queued record: a plain integer
+/// key is still one more than the largest present, so the queue keeps its
+/// order.
+const MIGRATION_4: &str = "
+CREATE TABLE spent_without_rowid (
+    id BLOB PRIMARY KEY,
+    expiry INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO spent_without_rowid (id, expiry) SELECT id, expiry FROM spent;
+DROP TABLE spent;
+ALTER TABLE spent_without_rowid RENAME TO spent;
+
+CREATE TABLE outbox_plain (
+    seq INTEGER PRIMARY KEY,
+    scrip BLOB NOT NULL UNIQUE,
+    record BLOB NOT NULL
+) STRICT;
+INSERT INTO outbox_plain (seq, scrip, record) SELECT seq, scrip, record FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_plain RENAME TO outbox;
 ";
 
 crate::db::sqlite_store!(
@@ -208,6 +233,60 @@ mod tests {
         let mut store = SqliteMerchantStore::open(&path).unwrap();
         let mut tx = store.begin().unwrap();
         assert_eq!(queued_ids(&mut tx, 10), vec![scrip_id(5), scrip_id(9)]);
+    }
+
+    #[test]
+    fn a_file_of_schema_version_3_keeps_its_spent_ids_and_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            for migration in &SCHEMA.migrations[..3] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "application_id", SCHEMA.application_id)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO spent (id, expiry) VALUES (?1, ?2)",
+                params![scrip_id(1).to_key(), NOW.to_stored().unwrap()],
+            )
+            .unwrap();
+            for id in [5, 3, 9] {
+                conn.execute(
+                    "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)",
+                    params![
+                        scrip_id(id).to_key(),
+                        scrip_proto::encode(&payment_record(scrip_id(id)))
+                    ],
+                )
+                .unwrap();
+            }
+            // The last record is gone: a record queued now comes after the others.
+            conn.execute("DELETE FROM outbox WHERE seq = 3", [])
+                .unwrap();
+        }
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.mark_spent(&scrip_id(1), NOW).unwrap(),
+            Spend::AlreadySpent
+        );
+        assert_eq!(tx.mark_spent(&scrip_id(2), NOW).unwrap(), Spend::Fresh);
+        tx.queue_payment_record(&payment_record(scrip_id(7)))
+            .unwrap();
+        assert_eq!(
+            queued_ids(&mut tx, 10),
+            vec![scrip_id(5), scrip_id(3), scrip_id(7)]
+        );
+        tx.commit().unwrap();
+        let dump = store.fingerprint().unwrap();
+        assert!(
+            dump.contains("[spent]") && dump.contains("[outbox]"),
+            "{dump}"
+        );
     }
 
     #[test]
