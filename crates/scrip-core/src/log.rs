@@ -68,7 +68,12 @@ impl HashReader for MemoryTree {
 impl MemoryTree {
     /// Appends `data` as the next leaf.
     pub fn push(&mut self, data: &[u8]) {
-        let hashes = tlog_tiles::stored_hashes(self.size, data, &*self)
+        self.push_hash(record_hash(data));
+    }
+
+    /// Appends the leaf whose hash ([`record_hash`]) is `leaf_hash`.
+    pub fn push_hash(&mut self, leaf_hash: [u8; 32]) {
+        let hashes = tlog_tiles::stored_hashes_for_record_hash(self.size, Hash(leaf_hash), &*self)
             .expect("every hash of a tree in memory is at hand");
         self.hashes.extend(hashes);
         self.size += 1;

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use borsh::{BorshDeserialize, BorshSerialize};
 use rand::SeedableRng;
 
 use scrip_proto::crypto::{digest, labelled_bytes, BadSignature, Proved, Signed};
@@ -27,8 +28,10 @@ use scrip_proto::{
 };
 
 use crate::keys::MerchantKeys;
-use crate::log::MemoryTree;
-use crate::store::{MerchantStore, MerchantTx, Spend, StoredResponse};
+use crate::log::{record_hash, MemoryTree};
+use crate::store::{
+    decode_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend, StoreError, StoredResponse,
+};
 use crate::validate::{verify_spend, Expected};
 
 /// One item for sale.
@@ -306,9 +309,12 @@ impl Merchant {
             return Ok(Bought::Earlier(earlier));
         }
         if let Some(stored) = tx.stored_response(&body.request_id)? {
-            return Ok(Bought::Stored(
-                stored.replay(&request_digest, body.request_id)?,
-            ));
+            return Ok(Bought::Stored(replay(
+                tx,
+                stored,
+                &request_digest,
+                body.request_id,
+            )?));
         }
         Ok(Bought::New(self.sell(
             tx,
@@ -404,9 +410,13 @@ impl Merchant {
         if sales.is_empty() {
             return Ok(Vec::new());
         }
+        let leaf_hashes: Vec<[u8; 32]> = sales
+            .iter()
+            .map(|sale| record_hash(&labelled_bytes(&sale.receipt)))
+            .collect();
         let mut tree = MemoryTree::default();
-        for sale in &sales {
-            tree.push(&labelled_bytes(&sale.receipt));
+        for &leaf_hash in &leaf_hashes {
+            tree.push_hash(leaf_hash);
         }
         let batch = Signed::sign(
             ReceiptBatch {
@@ -417,6 +427,9 @@ impl Merchant {
             },
             &self.keys.signing,
         );
+        // The batch and its leaves once for the group; each delivery is
+        // stored without them, less than half the bytes per sale.
+        let number = tx.store_receipt_batch(&batch, &leaf_hashes)?;
         let mut delivered = Vec::with_capacity(sales.len());
         for (leaf, sale) in (0..).zip(sales) {
             let item = ItemDelivered {
@@ -430,12 +443,14 @@ impl Merchant {
                     batch: batch.clone(),
                 },
             };
+            // The bytes of a `StoredDelivery`, from the item's own fields.
+            let stored = encode(&(number, &item.content, &item.change, &item.receipt.receipt));
             tx.store_response(
                 &sale.request_id,
                 &StoredResponse {
                     request_digest: sale.request_digest,
-                    response: encode(&item),
-                    leaf: None,
+                    response: stored,
+                    leaf: Some(leaf),
                 },
             )?;
             delivered.push(item);
@@ -569,6 +584,59 @@ pub fn verify_receipt<'a>(
         return Err(BadSignature);
     }
     Ok(&receipt.receipt)
+}
+
+/// A delivery as the merchant stores it for retries: the [`ItemDelivered`]
+/// without its receipt's leaf, inclusion proof and signed batch, which the
+/// store keeps once per group ([`MerchantTx::store_receipt_batch`]).
+#[derive(BorshSerialize, BorshDeserialize)]
+struct StoredDelivery {
+    /// The number of the group's receipt batch in the store.
+    batch: u64,
+    content: Vec<u8>,
+    change: Option<Scrip>,
+    receipt: MerchantReceipt,
+}
+
+/// The delivery stored for `request`, if `request_digest` is the digest of
+/// the request it answered, with its receipt's inclusion proof rebuilt from
+/// the leaves of its batch.
+fn replay(
+    tx: &mut impl MerchantTx,
+    stored: StoredResponse,
+    request_digest: &[u8; 32],
+    request: RequestId,
+) -> Result<ItemDelivered, Refusal> {
+    let Some(leaf) = stored.leaf else {
+        // Stored whole, before receipt batches were stored apart.
+        return stored.replay(request_digest, request);
+    };
+    if stored.request_digest != *request_digest {
+        return Err(Refusal::RequestIdReused { request });
+    }
+    let delivery: StoredDelivery = decode_stored(&stored.response, "stored delivery")?;
+    let ReceiptBatchRow { batch, leaf_hashes } = tx
+        .receipt_batch(delivery.batch)?
+        .ok_or_else(|| StoreError::corrupt("receipt batch of a stored delivery"))?;
+    let mut tree = MemoryTree::default();
+    for leaf_hash in leaf_hashes {
+        tree.push_hash(leaf_hash);
+    }
+    let proof = tree
+        .prove(leaf)
+        .filter(|_| tree.size() == batch.body.size && tree.root() == batch.body.root)
+        .ok_or_else(|| StoreError::corrupt("receipt batch of a stored delivery"))?;
+    Ok(ItemDelivered {
+        request_id: request,
+        content: delivery.content,
+        change: delivery.change,
+        receipt: BatchedReceipt {
+            receipt: delivery.receipt,
+            leaf,
+            proof,
+            batch,
+        },
+    })
 }
 
 fn purchase_name(purchase: &Purchase) -> String {
