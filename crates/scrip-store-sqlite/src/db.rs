@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, TransactionBehavior};
 use scrip_core::store::{digest_from_stored, Spend, StoreError, StoredResponse};
 use scrip_proto::RequestId;
 
@@ -259,14 +259,12 @@ pub(crate) fn limit_to_sql(limit: usize) -> i64 {
 
 /// Reads the `responses` table that the broker and merchant schemas both have.
 pub(crate) fn stored_response(
-    conn: &Connection,
+    step: &mut Step<'_>,
     request: &RequestId,
 ) -> Result<Option<StoredResponse>, StoreError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT request_digest, response, leaf FROM responses WHERE request_id = ?1",
-        )
-        .and_then(|mut statement| {
+    let row = step
+        .statement("SELECT request_digest, response, leaf FROM responses WHERE request_id = ?1")
+        .and_then(|statement| {
             statement
                 .query_row([request.as_bytes()], |row| {
                     Ok((
@@ -296,14 +294,14 @@ pub(crate) fn stored_response(
 /// Stores the response to `request` in the `responses` table; an id answered before is an error, since
 /// the core looks it up first and a retry must never get a different answer.
 pub(crate) fn store_response(
-    conn: &Connection,
+    step: &mut Step<'_>,
     request: &RequestId,
     response: &StoredResponse,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    step.statement(
         "INSERT INTO responses (request_id, request_digest, response, leaf) VALUES (?1, ?2, ?3, ?4)",
     )
-    .and_then(|mut statement| {
+    .and_then(|statement| {
         statement.execute(params![
             request.as_bytes(),
             response.request_digest,
@@ -317,14 +315,14 @@ pub(crate) fn store_response(
 
 /// Runs an insert-or-nothing statement and says whether it inserted.
 pub(crate) fn insert_or_fail(
-    conn: &Connection,
-    sql: &str,
+    step: &mut Step<'_>,
+    sql: &'static str,
     params: impl rusqlite::Params,
     what: &'static str,
 ) -> Result<Spend, StoreError> {
-    let inserted = conn
-        .prepare_cached(sql)
-        .and_then(|mut statement| statement.execute(params))
+    let inserted = step
+        .statement(sql)
+        .and_then(|statement| statement.execute(params))
         .map_err(failed(what))?;
     Ok(if inserted == 0 {
         Spend::AlreadySpent
@@ -398,6 +396,11 @@ pub(crate) struct Step<'a> {
     conn: &'a Connection,
     nested: bool,
     open: bool,
+    /// The statements this transaction has run, by the address of their
+    /// SQL text, kept prepared for its next rows: a merchant's group runs
+    /// each hot statement hundreds of times, and the connection's cache
+    /// would hash the whole text every time to find it.
+    statements: Vec<(&'static str, CachedStatement<'a>)>,
 }
 
 /// What a transaction may do, which decides how it begins.
@@ -428,7 +431,29 @@ impl<'a> Step<'a> {
             conn,
             nested,
             open: true,
+            statements: Vec::new(),
         })
+    }
+
+    /// The prepared statement of `sql`, prepared on its first use in this
+    /// transaction (through the connection's cache).
+    pub(crate) fn statement(
+        &mut self,
+        sql: &'static str,
+    ) -> rusqlite::Result<&mut CachedStatement<'a>> {
+        let index = match self
+            .statements
+            .iter()
+            .position(|(known, _)| std::ptr::eq(*known, sql))
+        {
+            Some(index) => index,
+            None => {
+                let statement = self.conn.prepare_cached(sql)?;
+                self.statements.push((sql, statement));
+                self.statements.len() - 1
+            }
+        };
+        Ok(&mut self.statements[index].1)
     }
 
     pub(crate) fn commit(mut self, what: &'static str) -> Result<(), StoreError> {

@@ -111,7 +111,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         &mut self,
         request: &RequestId,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        db::stored_response(&self.tx, request)
+        db::stored_response(&mut self.tx, request)
     }
 
     fn store_response(
@@ -119,7 +119,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         request: &RequestId,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        db::store_response(&self.tx, request, response)
+        db::store_response(&mut self.tx, request, response)
     }
 
     fn store_receipt_batch(
@@ -170,7 +170,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
 
     fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError> {
         insert_or_fail(
-            &self.tx,
+            &mut self.tx,
             "INSERT INTO spent (id, expiry) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
             params![scrip.to_key(), expiry.to_stored()?],
             "cannot mark VendorScrip spent",
@@ -181,11 +181,11 @@ impl MerchantTx for SqliteMerchantTx<'_> {
     /// keeps its place in the queue.
     fn queue_payment_record(&mut self, record: &PaymentRecord) -> Result<(), StoreError> {
         self.tx
-            .prepare_cached(
+            .statement(
                 "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)
                  ON CONFLICT (scrip) DO UPDATE SET record = excluded.record",
             )
-            .and_then(|mut statement| {
+            .and_then(|statement| {
                 statement.execute(params![
                     record.buy.body.scrip.body.id.to_key(),
                     scrip_proto::encode(record)
