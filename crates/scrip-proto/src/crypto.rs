@@ -26,7 +26,9 @@ pub trait Labelled: BorshSerialize {
 
 /// The exact bytes a signature, stamp or proof covers: label, a zero byte, canonical body.
 pub fn labelled_bytes<T: Labelled>(body: &T) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(64 + T::DOMAIN.len());
+    // Room for a scrip body (about 90 bytes) or a Buy item request (about
+    // 190) without growing: each spend labels several of them.
+    let mut bytes = Vec::with_capacity(256 + T::DOMAIN.len());
     bytes.extend_from_slice(T::DOMAIN.as_bytes());
     bytes.push(0);
     body.serialize(&mut bytes)
