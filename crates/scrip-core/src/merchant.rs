@@ -10,7 +10,7 @@
 //! the records in signed batches; [`Merchant::handle_payment_records_ack`]
 //! clears them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use rand::SeedableRng;
@@ -670,7 +670,10 @@ enum Bought {
 #[derive(Default)]
 struct Sales {
     made: Vec<Sale>,
-    by_request: HashMap<RequestId, usize>,
+    /// Ordered, not hashed: SipHash of a 16-byte id cost more than a few
+    /// comparisons in a group of hundreds, and a weaker hash would let
+    /// customers choose colliding ids.
+    by_request: BTreeMap<RequestId, usize>,
 }
 
 impl Sales {
