@@ -311,9 +311,10 @@ impl Merchant {
         if let Some(stored) = tx.stored_response(&body.request_id)? {
             return Ok(Bought::Stored(replay(
                 tx,
+                self.id(),
                 stored,
                 &request_digest,
-                body.request_id,
+                body,
             )?));
         }
         Ok(Bought::New(self.sell(
@@ -385,15 +386,7 @@ impl Merchant {
         Ok(Sale {
             request_id: body.request_id,
             request_digest,
-            receipt: MerchantReceipt {
-                request_id: body.request_id,
-                merchant: id,
-                scrip: spent.id(),
-                purchase: body.purchase.clone(),
-                price,
-                change: change.as_ref().map(Scrip::id),
-                at: now,
-            },
+            receipt: receipt_of(id, body, change.as_ref().map(Scrip::id), now),
             content,
             change,
         })
@@ -444,7 +437,7 @@ impl Merchant {
                 },
             };
             // The bytes of a `StoredDelivery`, from the item's own fields.
-            let stored = encode(&(number, &item.content, &item.change, &item.receipt.receipt));
+            let stored = encode(&(number, &item.content, &item.change));
             tx.store_response(
                 &sale.request_id,
                 &StoredResponse {
@@ -586,27 +579,49 @@ pub fn verify_receipt<'a>(
     Ok(&receipt.receipt)
 }
 
+/// The receipt of a sale of `buy`: all of it but the change comes from the
+/// request, whose price the sale checked against the catalog.
+fn receipt_of(
+    merchant: MerchantId,
+    buy: &Buy,
+    change: Option<ScripId>,
+    at: Timestamp,
+) -> MerchantReceipt {
+    MerchantReceipt {
+        request_id: buy.request_id,
+        merchant,
+        scrip: buy.scrip.body.id,
+        purchase: buy.purchase.clone(),
+        price: buy.price,
+        change,
+        at,
+    }
+}
+
 /// A delivery as the merchant stores it for retries: the [`ItemDelivered`]
-/// without its receipt's leaf, inclusion proof and signed batch, which the
-/// store keeps once per group ([`MerchantTx::store_receipt_batch`]).
+/// without its receipt, which a retry's request (the same bytes) and the
+/// batch rebuild, and without its leaf, inclusion proof and signed batch,
+/// which the store keeps once per group ([`MerchantTx::store_receipt_batch`]).
 #[derive(BorshSerialize, BorshDeserialize)]
 struct StoredDelivery {
     /// The number of the group's receipt batch in the store.
     batch: u64,
     content: Vec<u8>,
     change: Option<Scrip>,
-    receipt: MerchantReceipt,
 }
 
-/// The delivery stored for `request`, if `request_digest` is the digest of
-/// the request it answered, with its receipt's inclusion proof rebuilt from
-/// the leaves of its batch.
+/// The delivery stored for `buy`'s request id, if `request_digest` is the
+/// digest of the request it answered, with its receipt and inclusion proof
+/// rebuilt: the receipt must be the leaf it was, and the leaves must make
+/// the root the merchant signed.
 fn replay(
     tx: &mut impl MerchantTx,
+    merchant: MerchantId,
     stored: StoredResponse,
     request_digest: &[u8; 32],
-    request: RequestId,
+    buy: &Buy,
 ) -> Result<ItemDelivered, Refusal> {
+    let request = buy.request_id;
     let Some(leaf) = stored.leaf else {
         // Stored whole, before receipt batches were stored apart.
         return stored.replay(request_digest, request);
@@ -614,10 +629,20 @@ fn replay(
     if stored.request_digest != *request_digest {
         return Err(Refusal::RequestIdReused { request });
     }
+    let corrupt = || StoreError::corrupt("receipt batch of a stored delivery");
     let delivery: StoredDelivery = decode_stored(&stored.response, "stored delivery")?;
-    let ReceiptBatchRow { batch, leaf_hashes } = tx
-        .receipt_batch(delivery.batch)?
-        .ok_or_else(|| StoreError::corrupt("receipt batch of a stored delivery"))?;
+    let ReceiptBatchRow { batch, leaf_hashes } =
+        tx.receipt_batch(delivery.batch)?.ok_or_else(corrupt)?;
+    let receipt = receipt_of(
+        merchant,
+        buy,
+        delivery.change.as_ref().map(Scrip::id),
+        batch.body.at,
+    );
+    let leaf_hash = usize::try_from(leaf).ok().and_then(|i| leaf_hashes.get(i));
+    if leaf_hash != Some(&record_hash(&labelled_bytes(&receipt))) {
+        return Err(corrupt().into());
+    }
     let mut tree = MemoryTree::default();
     for leaf_hash in leaf_hashes {
         tree.push_hash(leaf_hash);
@@ -625,13 +650,13 @@ fn replay(
     let proof = tree
         .prove(leaf)
         .filter(|_| tree.size() == batch.body.size && tree.root() == batch.body.root)
-        .ok_or_else(|| StoreError::corrupt("receipt batch of a stored delivery"))?;
+        .ok_or_else(corrupt)?;
     Ok(ItemDelivered {
         request_id: request,
         content: delivery.content,
         change: delivery.change,
         receipt: BatchedReceipt {
-            receipt: delivery.receipt,
+            receipt,
             leaf,
             proof,
             batch,

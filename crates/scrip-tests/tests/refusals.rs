@@ -845,6 +845,39 @@ fn broker_scrip_of_another_value_than_ordered_is_refused_by_the_wallet() {
 }
 
 #[test]
+fn a_retry_of_a_sale_that_left_no_change_gets_the_same_delivery() {
+    // The stored delivery keeps no receipt: the retry's request rebuilds it,
+    // here with no change scrip to name.
+    let mut sim = Sim::new(10);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "0.002").unwrap();
+    let tea_id = sim.merchant_id(tea);
+    let ww = &mut sim.wallets[wallet];
+    let purchase = ww
+        .wallet
+        .buy(
+            &mut ww.store,
+            &mut sim.rng,
+            sim.now,
+            tea_id,
+            Purchase::Item("green".into()),
+            amount("0.002"),
+        )
+        .unwrap();
+    let first = sim.merchant_bytes(tea, &purchase.buy.request);
+    let MerchantResponse::ItemDelivered(delivered) = &first else {
+        panic!("not delivered: {first:?}");
+    };
+    assert_eq!(delivered.change, None);
+    assert_eq!(sim.merchant_bytes(tea, &purchase.buy.request), first);
+}
+
+#[test]
 fn a_delivery_stored_whole_by_an_earlier_build_is_replayed_to_a_retry() {
     // Earlier builds stored each delivery whole, receipt batch and proof
     // included, with no leaf; a retry after the upgrade still gets it.
