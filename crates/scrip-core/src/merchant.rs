@@ -197,11 +197,11 @@ impl Merchant {
     }
 
     /// Answers a group of requests with one durable commit (group commit)
-    /// and one signature over all their receipts (a [`ReceiptBatch`]). Each
-    /// request runs in its own transaction, so a refused one leaves the
-    /// others' changes and the store as it was. If the group cannot be
-    /// committed, every request is answered [`Refusal::Unavailable`] and
-    /// nothing was kept.
+    /// and one signature over all their receipts (a [`ReceiptBatch`]). The
+    /// requests share one transaction, and a refused one writes nothing, so
+    /// it leaves the others' changes and the store as it was. If the group
+    /// cannot be committed, every request is answered
+    /// [`Refusal::Unavailable`] and nothing was kept.
     pub fn answer_group(
         &self,
         store: &mut impl MerchantStore,
