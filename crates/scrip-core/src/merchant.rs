@@ -10,7 +10,10 @@
 //! the records in signed batches; [`Merchant::handle_payment_records_ack`]
 //! clears them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use rand::SeedableRng;
 
 use scrip_proto::crypto::{digest, labelled_bytes, BadSignature, Proved, Signed};
 use scrip_proto::msg::{
@@ -25,8 +28,10 @@ use scrip_proto::{
 };
 
 use crate::keys::MerchantKeys;
-use crate::log::MemoryTree;
-use crate::store::{grouped, MerchantStore, MerchantTx, Spend, StoredResponse};
+use crate::log::{record_hash, MemoryTree};
+use crate::store::{
+    decode_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend, StoreError, StoredResponse,
+};
 use crate::validate::{verify_spend, Expected};
 
 /// One item for sale.
@@ -192,11 +197,11 @@ impl Merchant {
     }
 
     /// Answers a group of requests with one durable commit (group commit)
-    /// and one signature over all their receipts (a [`ReceiptBatch`]). Each
-    /// request runs in its own transaction, so a refused one leaves the
-    /// others' changes and the store as it was. If the group cannot be
-    /// committed, every request is answered [`Refusal::Unavailable`] and
-    /// nothing was kept.
+    /// and one signature over all their receipts (a [`ReceiptBatch`]). The
+    /// requests share one transaction, and a refused one writes nothing, so
+    /// it leaves the others' changes and the store as it was. If the group
+    /// cannot be committed, every request is answered
+    /// [`Refusal::Unavailable`] and nothing was kept.
     pub fn answer_group(
         &self,
         store: &mut impl MerchantStore,
@@ -204,10 +209,19 @@ impl Merchant {
         rng: &mut (impl rand::RngCore + rand::CryptoRng),
         requests: &[MerchantRequest],
     ) -> Vec<MerchantResponse> {
-        grouped(store, |store| {
-            // One transaction for the whole group: a sale refuses only before
-            // its first write (see `sell`), so a refusal has nothing to undo.
+        // One transaction for the whole group, not a group commit of one
+        // transaction per sale: a sale refuses only before its first write
+        // (see `sell`), so a refusal has nothing to undo, and the commit is
+        // the group's one durable write. (A savepoint per group would only
+        // copy every page it changes a second time.)
+        let answered = (|| {
             let mut tx = store.begin()?;
+            // One draw from the caller's generator per group, not one system
+            // call per change id: a ChaCha stream seeded from it is as
+            // unpredictable.
+            let mut rng =
+                rand_chacha::ChaCha12Rng::from_rng(&mut *rng).map_err(|_| Refusal::Unavailable)?;
+            let rng = &mut rng;
             let mut sales = Sales::default();
             let mut answers = Vec::with_capacity(requests.len());
             for request in requests {
@@ -251,8 +265,8 @@ impl Merchant {
                 .collect();
             responses.reverse();
             Ok::<_, Refusal>(responses)
-        })
-        .unwrap_or_else(|refusal| vec![MerchantResponse::Refused(refusal); requests.len()])
+        })();
+        answered.unwrap_or_else(|refusal| vec![MerchantResponse::Refused(refusal); requests.len()])
     }
 
     /// Buy item, in a group of its own; see [`Merchant::answer_group`].
@@ -295,9 +309,13 @@ impl Merchant {
             return Ok(Bought::Earlier(earlier));
         }
         if let Some(stored) = tx.stored_response(&body.request_id)? {
-            return Ok(Bought::Stored(
-                stored.replay(&request_digest, body.request_id)?,
-            ));
+            return Ok(Bought::Stored(replay(
+                tx,
+                self.id(),
+                stored,
+                &request_digest,
+                body,
+            )?));
         }
         Ok(Bought::New(self.sell(
             tx,
@@ -368,15 +386,7 @@ impl Merchant {
         Ok(Sale {
             request_id: body.request_id,
             request_digest,
-            receipt: MerchantReceipt {
-                request_id: body.request_id,
-                merchant: id,
-                scrip: spent.id(),
-                purchase: body.purchase.clone(),
-                price,
-                change: change.as_ref().map(Scrip::id),
-                at: now,
-            },
+            receipt: receipt_of(id, body, change.as_ref().map(Scrip::id), now),
             content,
             change,
         })
@@ -393,9 +403,13 @@ impl Merchant {
         if sales.is_empty() {
             return Ok(Vec::new());
         }
+        let leaf_hashes: Vec<[u8; 32]> = sales
+            .iter()
+            .map(|sale| record_hash(&labelled_bytes(&sale.receipt)))
+            .collect();
         let mut tree = MemoryTree::default();
-        for sale in &sales {
-            tree.push(&labelled_bytes(&sale.receipt));
+        for &leaf_hash in &leaf_hashes {
+            tree.push_hash(leaf_hash);
         }
         let batch = Signed::sign(
             ReceiptBatch {
@@ -406,6 +420,9 @@ impl Merchant {
             },
             &self.keys.signing,
         );
+        // The batch and its leaves once for the group; each delivery is
+        // stored without them, less than half the bytes per sale.
+        let number = tx.store_receipt_batch(&batch, &leaf_hashes)?;
         let mut delivered = Vec::with_capacity(sales.len());
         for (leaf, sale) in (0..).zip(sales) {
             let item = ItemDelivered {
@@ -419,12 +436,14 @@ impl Merchant {
                     batch: batch.clone(),
                 },
             };
+            // The bytes of a `StoredDelivery`, from the item's own fields.
+            let stored = encode(&(number, &item.content, &item.change));
             tx.store_response(
                 &sale.request_id,
                 &StoredResponse {
                     request_digest: sale.request_digest,
-                    response: encode(&item),
-                    leaf: None,
+                    response: stored,
+                    leaf: Some(leaf),
                 },
             )?;
             delivered.push(item);
@@ -560,6 +579,91 @@ pub fn verify_receipt<'a>(
     Ok(&receipt.receipt)
 }
 
+/// The receipt of a sale of `buy`: all of it but the change comes from the
+/// request, whose price the sale checked against the catalog.
+fn receipt_of(
+    merchant: MerchantId,
+    buy: &Buy,
+    change: Option<ScripId>,
+    at: Timestamp,
+) -> MerchantReceipt {
+    MerchantReceipt {
+        request_id: buy.request_id,
+        merchant,
+        scrip: buy.scrip.body.id,
+        purchase: buy.purchase.clone(),
+        price: buy.price,
+        change,
+        at,
+    }
+}
+
+/// A delivery as the merchant stores it for retries: the [`ItemDelivered`]
+/// without its receipt, which a retry's request (the same bytes) and the
+/// batch rebuild, and without its leaf, inclusion proof and signed batch,
+/// which the store keeps once per group ([`MerchantTx::store_receipt_batch`]).
+#[derive(BorshSerialize, BorshDeserialize)]
+struct StoredDelivery {
+    /// The number of the group's receipt batch in the store.
+    batch: u64,
+    content: Vec<u8>,
+    change: Option<Scrip>,
+}
+
+/// The delivery stored for `buy`'s request id, if `request_digest` is the
+/// digest of the request it answered, with its receipt and inclusion proof
+/// rebuilt: the receipt must be the leaf it was, and the leaves must make
+/// the root the merchant signed.
+fn replay(
+    tx: &mut impl MerchantTx,
+    merchant: MerchantId,
+    stored: StoredResponse,
+    request_digest: &[u8; 32],
+    buy: &Buy,
+) -> Result<ItemDelivered, Refusal> {
+    let request = buy.request_id;
+    let Some(leaf) = stored.leaf else {
+        // Stored whole, before receipt batches were stored apart.
+        return stored.replay(request_digest, request);
+    };
+    if stored.request_digest != *request_digest {
+        return Err(Refusal::RequestIdReused { request });
+    }
+    let corrupt = || StoreError::corrupt("receipt batch of a stored delivery");
+    let delivery: StoredDelivery = decode_stored(&stored.response, "stored delivery")?;
+    let ReceiptBatchRow { batch, leaf_hashes } =
+        tx.receipt_batch(delivery.batch)?.ok_or_else(corrupt)?;
+    let receipt = receipt_of(
+        merchant,
+        buy,
+        delivery.change.as_ref().map(Scrip::id),
+        batch.body.at,
+    );
+    let leaf_hash = usize::try_from(leaf).ok().and_then(|i| leaf_hashes.get(i));
+    if leaf_hash != Some(&record_hash(&labelled_bytes(&receipt))) {
+        return Err(corrupt().into());
+    }
+    let mut tree = MemoryTree::default();
+    for leaf_hash in leaf_hashes {
+        tree.push_hash(leaf_hash);
+    }
+    let proof = tree
+        .prove(leaf)
+        .filter(|_| tree.size() == batch.body.size && tree.root() == batch.body.root)
+        .ok_or_else(corrupt)?;
+    Ok(ItemDelivered {
+        request_id: request,
+        content: delivery.content,
+        change: delivery.change,
+        receipt: BatchedReceipt {
+            receipt,
+            leaf,
+            proof,
+            batch,
+        },
+    })
+}
+
 fn purchase_name(purchase: &Purchase) -> String {
     match purchase {
         Purchase::Item(item) => item.clone(),
@@ -591,7 +695,10 @@ enum Bought {
 #[derive(Default)]
 struct Sales {
     made: Vec<Sale>,
-    by_request: HashMap<RequestId, usize>,
+    /// Ordered, not hashed: SipHash of a 16-byte id cost more than a few
+    /// comparisons in a group of hundreds, and a weaker hash would let
+    /// customers choose colliding ids.
+    by_request: BTreeMap<RequestId, usize>,
 }
 
 impl Sales {

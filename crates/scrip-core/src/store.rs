@@ -16,7 +16,10 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use scrip_proto::crypto::CustomerSecret;
-use scrip_proto::msg::{Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord};
+use scrip_proto::crypto::Signed;
+use scrip_proto::msg::{
+    Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord, ReceiptBatch,
+};
 use scrip_proto::{
     AccountNumber, Amount, MerchantId, PublicKey, RequestId, Scrip, ScripId, Timestamp,
 };
@@ -54,7 +57,9 @@ pub struct StoredResponse {
     /// The digest of the request's canonical bytes: a retry must match it.
     pub request_digest: [u8; 32],
     pub response: Vec<u8>,
-    /// The broker's log leaf that records the step, if it was logged.
+    /// The leaf that records the step: the broker's log leaf, if the step
+    /// was logged; a merchant's delivery's leaf in its receipt batch, if
+    /// the batch is stored apart (`MerchantTx::store_receipt_batch`).
     pub leaf: Option<u64>,
 }
 
@@ -571,6 +576,16 @@ pub trait MerchantTx {
         request: &RequestId,
         response: &StoredResponse,
     ) -> Result<(), StoreError>;
+    /// Keeps a group's signed receipt batch and the hashes of its leaves,
+    /// once for the whole group, so that a retry's inclusion proof can be
+    /// rebuilt; returns the batch's number for [`receipt_batch`](Self::receipt_batch).
+    fn store_receipt_batch(
+        &mut self,
+        batch: &Signed<ReceiptBatch>,
+        leaf_hashes: &[[u8; 32]],
+    ) -> Result<u64, StoreError>;
+    /// The receipt batch stored under `number`, and its leaves' hashes.
+    fn receipt_batch(&mut self, number: u64) -> Result<Option<ReceiptBatchRow>, StoreError>;
     /// Marks a VendorScrip id spent: insert-or-fail.
     fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError>;
     /// Queues a payment record for the broker, keyed by the spent scrip id.
@@ -582,6 +597,13 @@ pub trait MerchantTx {
     fn add_receipt(&mut self, receipt: &scrip_proto::msg::LogReceipt) -> Result<(), StoreError>;
     fn receipts(&mut self) -> Result<Vec<scrip_proto::msg::LogReceipt>, StoreError>;
     fn commit(self) -> Result<(), StoreError>;
+}
+
+/// A merchant's signed receipt batch as stored, with the hashes of its leaves in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptBatchRow {
+    pub batch: Signed<ReceiptBatch>,
+    pub leaf_hashes: Vec<[u8; 32]>,
 }
 
 /// Whether a wallet's scrip can be used, or is locked by a request in flight.

@@ -212,7 +212,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         &mut self,
         request: &RequestId,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        db::stored_response(&self.tx, request)
+        db::stored_response(&mut self.tx, request)
     }
 
     fn store_response(
@@ -220,7 +220,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         request: &RequestId,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        db::store_response(&self.tx, request, response)
+        db::store_response(&mut self.tx, request, response)
     }
 
     fn account(&mut self, number: AccountNumber) -> Result<Option<AccountRecord>, StoreError> {
@@ -398,7 +398,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
         expiry: Timestamp,
     ) -> Result<Spend, StoreError> {
         insert_or_fail(
-            &self.tx,
+            &mut self.tx,
             "INSERT INTO spent_broker_scrip (id, expiry) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
             params![scrip.to_key(), expiry.to_stored()?],
             "cannot mark BrokerScrip spent",
@@ -509,7 +509,7 @@ impl BrokerTx for SqliteBrokerTx<'_> {
 
     fn record_payment(&mut self, payment: &PaymentRow) -> Result<Spend, StoreError> {
         insert_or_fail(
-            &self.tx,
+            &mut self.tx,
             "INSERT INTO payments (merchant, scrip, record, recorded_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (merchant, scrip) DO NOTHING",
             params![

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, TransactionBehavior};
 use scrip_core::store::{digest_from_stored, Spend, StoreError, StoredResponse};
 use scrip_proto::RequestId;
 
@@ -264,14 +264,12 @@ pub(crate) fn limit_to_sql(limit: usize) -> i64 {
 
 /// Reads the `responses` table that the broker and merchant schemas both have.
 pub(crate) fn stored_response(
-    conn: &Connection,
+    step: &mut Step<'_>,
     request: &RequestId,
 ) -> Result<Option<StoredResponse>, StoreError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT request_digest, response, leaf FROM responses WHERE request_id = ?1",
-        )
-        .and_then(|mut statement| {
+    let row = step
+        .statement("SELECT request_digest, response, leaf FROM responses WHERE request_id = ?1")
+        .and_then(|statement| {
             statement
                 .query_row([request.as_bytes()], |row| {
                     Ok((
@@ -301,14 +299,14 @@ pub(crate) fn stored_response(
 /// Stores the response to `request` in the `responses` table; an id answered before is an error, since
 /// the core looks it up first and a retry must never get a different answer.
 pub(crate) fn store_response(
-    conn: &Connection,
+    step: &mut Step<'_>,
     request: &RequestId,
     response: &StoredResponse,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    step.statement(
         "INSERT INTO responses (request_id, request_digest, response, leaf) VALUES (?1, ?2, ?3, ?4)",
     )
-    .and_then(|mut statement| {
+    .and_then(|statement| {
         statement.execute(params![
             request.as_bytes(),
             response.request_digest,
@@ -322,14 +320,14 @@ pub(crate) fn store_response(
 
 /// Runs an insert-or-nothing statement and says whether it inserted.
 pub(crate) fn insert_or_fail(
-    conn: &Connection,
-    sql: &str,
+    step: &mut Step<'_>,
+    sql: &'static str,
     params: impl rusqlite::Params,
     what: &'static str,
 ) -> Result<Spend, StoreError> {
-    let inserted = conn
-        .prepare_cached(sql)
-        .and_then(|mut statement| statement.execute(params))
+    let inserted = step
+        .statement(sql)
+        .and_then(|statement| statement.execute(params))
         .map_err(failed(what))?;
     Ok(if inserted == 0 {
         Spend::AlreadySpent
@@ -357,8 +355,29 @@ pub(crate) fn fingerprint(conn: &Connection) -> Result<String, StoreError> {
     let mut dump = String::new();
     for table in tables {
         dump.push_str(&format!("[{table}]\n"));
+        // A `WITHOUT ROWID` table has no rowid to order by; its rows are
+        // ordered by all their columns, which its primary key makes unique.
+        let without_rowid: bool = conn
+            .query_row(
+                "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                [&table],
+                |row| row.get(0),
+            )
+            .map_err(failed(what))?;
+        let order = if without_rowid {
+            let columns = conn
+                .prepare(&format!("SELECT * FROM \"{table}\""))
+                .map_err(failed(what))?
+                .column_count();
+            (1..=columns)
+                .map(|column| column.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "rowid".to_owned()
+        };
         let mut statement = conn
-            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
+            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY {order}"))
             .map_err(failed(what))?;
         let columns = statement.column_count();
         let mut rows = statement.query([]).map_err(failed(what))?;
@@ -382,6 +401,11 @@ pub(crate) struct Step<'a> {
     conn: &'a Connection,
     nested: bool,
     open: bool,
+    /// The statements this transaction has run, by the address of their
+    /// SQL text, kept prepared for its next rows: a merchant's group runs
+    /// each hot statement hundreds of times, and the connection's cache
+    /// would hash the whole text every time to find it.
+    statements: Vec<(&'static str, CachedStatement<'a>)>,
 }
 
 /// What a transaction may do, which decides how it begins.
@@ -412,7 +436,29 @@ impl<'a> Step<'a> {
             conn,
             nested,
             open: true,
+            statements: Vec::new(),
         })
+    }
+
+    /// The prepared statement of `sql`, prepared on its first use in this
+    /// transaction (through the connection's cache).
+    pub(crate) fn statement(
+        &mut self,
+        sql: &'static str,
+    ) -> rusqlite::Result<&mut CachedStatement<'a>> {
+        let index = match self
+            .statements
+            .iter()
+            .position(|(known, _)| std::ptr::eq(*known, sql))
+        {
+            Some(index) => index,
+            None => {
+                let statement = self.conn.prepare_cached(sql)?;
+                self.statements.push((sql, statement));
+                self.statements.len() - 1
+            }
+        };
+        Ok(&mut self.statements[index].1)
     }
 
     pub(crate) fn commit(mut self, what: &'static str) -> Result<(), StoreError> {

@@ -845,6 +845,87 @@ fn broker_scrip_of_another_value_than_ordered_is_refused_by_the_wallet() {
 }
 
 #[test]
+fn a_retry_of_a_sale_that_left_no_change_gets_the_same_delivery() {
+    // The stored delivery keeps no receipt: the retry's request rebuilds it,
+    // here with no change scrip to name.
+    let mut sim = Sim::new(10);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "0.002").unwrap();
+    let tea_id = sim.merchant_id(tea);
+    let ww = &mut sim.wallets[wallet];
+    let purchase = ww
+        .wallet
+        .buy(
+            &mut ww.store,
+            &mut sim.rng,
+            sim.now,
+            tea_id,
+            Purchase::Item("green".into()),
+            amount("0.002"),
+        )
+        .unwrap();
+    let first = sim.merchant_bytes(tea, &purchase.buy.request);
+    let MerchantResponse::ItemDelivered(delivered) = &first else {
+        panic!("not delivered: {first:?}");
+    };
+    assert_eq!(delivered.change, None);
+    assert_eq!(sim.merchant_bytes(tea, &purchase.buy.request), first);
+}
+
+#[test]
+fn a_delivery_stored_whole_by_an_earlier_build_is_replayed_to_a_retry() {
+    // Earlier builds stored each delivery whole, receipt batch and proof
+    // included, with no leaf; a retry after the upgrade still gets it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("merchant.db");
+    let mut sim = Sim::new(9);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant_with_store(
+        "tea",
+        &[("green", "0.002")],
+        &shop,
+        scrip_store_sqlite::SqliteMerchantStore::open(&path).unwrap(),
+    );
+    let wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    let tea_id = sim.merchant_id(tea);
+    let ww = &mut sim.wallets[wallet];
+    let purchase = ww
+        .wallet
+        .buy(
+            &mut ww.store,
+            &mut sim.rng,
+            sim.now,
+            tea_id,
+            Purchase::Item("green".into()),
+            amount("0.002"),
+        )
+        .unwrap();
+    let first = sim.merchant_bytes(tea, &purchase.buy.request);
+    let MerchantResponse::ItemDelivered(delivered) = &first else {
+        panic!("not delivered: {first:?}");
+    };
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let rewritten = conn
+        .execute(
+            "UPDATE responses SET response = ?1, leaf = NULL WHERE request_id = ?2",
+            rusqlite::params![encode(delivered), delivered.request_id.as_bytes()],
+        )
+        .unwrap();
+    assert_eq!(rewritten, 1);
+    conn.execute("DELETE FROM receipt_batches", []).unwrap();
+    assert_eq!(sim.merchant_bytes(tea, &purchase.buy.request), first);
+}
+
+#[test]
 fn a_pending_order_stored_without_its_amount_takes_the_broker_scrip_as_before() {
     // A request stored by a build that kept no copy of the order: the
     // genuine answer is still taken after the upgrade.
