@@ -289,20 +289,28 @@ impl Customer {
         // 4.5): nothing the broker answers changes whether to pay, so the Buy
         // follows it at once instead of a round trip later.
         let (peer, addresses) = self.merchant_peer(merchant).await?;
-        let (wallet, store, link) = (&self.wallet, &mut self.store, &self.link);
-        let (intent, buy_answer) = tokio::join!(
-            // The intent's receipt is taken in while the Buy is still on its way.
-            async {
-                let answer = link.call_bytes(&purchase.intent.request).await;
-                take_broker_answer(wallet, store, &purchase.intent, answer)
-            },
-            call_merchant(link.node(), peer, &addresses, &purchase.buy.request),
-        );
-        if let Err(error) = intent {
+        let (wallet, store, link, prices) =
+            (&self.wallet, &mut self.store, &self.link, &mut self.prices);
+        let intent_call = link.call_bytes(&purchase.intent.request);
+        let buy_call = call_merchant(link.node(), peer, &addresses, &purchase.buy.request);
+        tokio::pin!(intent_call, buy_call);
+        // Each answer is taken in as it arrives, while the other is on its way.
+        let (mut intent, mut bought) = (None, None);
+        while intent.is_none() || bought.is_none() {
+            tokio::select! {
+                answer = &mut intent_call, if intent.is_none() => {
+                    intent = Some(take_broker_answer(wallet, store, &purchase.intent, answer));
+                }
+                response = &mut buy_call, if bought.is_none() => {
+                    bought = Some(take_merchant_answer(wallet, store, prices, merchant, &purchase.buy, response));
+                }
+            }
+        }
+        if let Some(Err(error)) = intent {
             // The purchase stands without its intent; one left pending is resent on the next connect.
             tracing::warn!(%error, request = %purchase.intent.request_id, "the broker did not record the intent of a purchase");
         }
-        self.take_merchant_answer(merchant, &purchase.buy, buy_answer)
+        bought.expect("the loop ends with the merchant's answer")
     }
 
     fn default_top_up(&mut self, price: Amount) -> Amount {
@@ -357,24 +365,14 @@ impl Customer {
     ) -> Result<Delivered, CustomerError> {
         let (peer, addresses) = self.merchant_peer(merchant).await?;
         let response = call_merchant(self.link.node(), peer, &addresses, &pending.request).await;
-        self.take_merchant_answer(merchant, pending, response)
-    }
-
-    /// Takes a merchant's answer to a pending request into the wallet.
-    fn take_merchant_answer(
-        &mut self,
-        merchant: MerchantId,
-        pending: &PendingRequest,
-        response: Result<MerchantResponse, CustomerError>,
-    ) -> Result<Delivered, CustomerError> {
-        let response = response?;
-        if let MerchantResponse::Refused(_) = response {
-            // A changed price or a withdrawn item: ask for the catalog again next time.
-            self.prices.remove(&merchant);
-        }
-        Ok(self
-            .wallet
-            .handle_merchant_response(&mut self.store, pending.request_id, &response)?)
+        take_merchant_answer(
+            &self.wallet,
+            &mut self.store,
+            &mut self.prices,
+            merchant,
+            pending,
+            response,
+        )
     }
 
     async fn merchant_call(
@@ -438,6 +436,23 @@ fn take_broker_answer(
         BrokerOutcome::Scrip(scrip) => Ok(scrip),
         BrokerOutcome::IntentRecorded => Ok(Vec::new()),
     }
+}
+
+/// Takes a merchant's answer to a pending request into the wallet.
+fn take_merchant_answer(
+    wallet: &Wallet,
+    store: &mut SqliteWalletStore,
+    prices: &mut HashMap<MerchantId, CatalogListing>,
+    merchant: MerchantId,
+    pending: &PendingRequest,
+    response: Result<MerchantResponse, CustomerError>,
+) -> Result<Delivered, CustomerError> {
+    let response = response?;
+    if let MerchantResponse::Refused(_) = response {
+        // A changed price or a withdrawn item: ask for the catalog again next time.
+        prices.remove(&merchant);
+    }
+    Ok(wallet.handle_merchant_response(store, pending.request_id, &response)?)
 }
 
 /// Sends request bytes to a merchant at `addresses`.
