@@ -9,6 +9,7 @@
 //! handle is dropped or [`Node::shutdown`] is called.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -659,17 +660,21 @@ impl Driver {
                         return;
                     };
                     let responses = responses.clone();
-                    tokio::spawn(async move {
+                    // The answer goes from the handler's thread straight to
+                    // the driver, with no task in between to wake.
+                    tokio::task::spawn_blocking(move || {
                         let _admitted = admitted;
                         let inbound = Inbound {
                             peer,
                             protocol,
                             request,
                         };
-                        match tokio::task::spawn_blocking(move || handler(inbound)).await {
-                            Ok(response) => drop(responses.send((step, channel, response)).await),
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| handler(inbound))) {
+                            Ok(response) => {
+                                drop(responses.blocking_send((step, channel, response)))
+                            }
                             // A panicking handler closes the stream; the node keeps serving.
-                            Err(error) => tracing::error!(%error, "request handler failed"),
+                            Err(_) => tracing::error!("request handler panicked"),
                         }
                     });
                 }
