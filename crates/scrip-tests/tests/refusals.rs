@@ -844,22 +844,21 @@ fn broker_scrip_of_another_value_than_ordered_is_refused_by_the_wallet() {
     w.sim.assert_conserved();
 }
 
-#[test]
-fn a_retry_of_a_sale_that_left_no_change_gets_the_same_delivery() {
-    // The stored delivery keeps no receipt: the retry's request rebuilds it,
-    // here with no change scrip to name.
-    let mut sim = Sim::new(10);
-    let alice = sim.open_account("alice", "100");
-    let shop = sim.open_account("shop", "0");
-    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+/// A wallet of `alice` holding `vendor_scrip` of `tea`'s VendorScrip, and
+/// its purchase of green tea at 0.002, built but not sent.
+fn green_tea_bought_unsent(
+    sim: &mut Sim,
+    alice: &scrip_core::broker::OpenedAccount,
+    tea: usize,
+    vendor_scrip: &str,
+) -> scrip_core::wallet::PendingPurchase {
     let wallet = sim.add_wallet();
     sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
         .unwrap();
-    sim.obtain_vendor_scrip(wallet, tea, "0.002").unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, vendor_scrip).unwrap();
     let tea_id = sim.merchant_id(tea);
     let ww = &mut sim.wallets[wallet];
-    let purchase = ww
-        .wallet
+    ww.wallet
         .buy(
             &mut ww.store,
             &mut sim.rng,
@@ -868,7 +867,18 @@ fn a_retry_of_a_sale_that_left_no_change_gets_the_same_delivery() {
             Purchase::Item("green".into()),
             amount("0.002"),
         )
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_retry_of_a_sale_that_left_no_change_gets_the_same_delivery() {
+    // The stored delivery keeps no receipt: the retry's request rebuilds it,
+    // here with no change scrip to name.
+    let mut sim = Sim::new(10);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let purchase = green_tea_bought_unsent(&mut sim, &alice, tea, "0.002");
     let first = sim.merchant_bytes(tea, &purchase.buy.request);
     let MerchantResponse::ItemDelivered(delivered) = &first else {
         panic!("not delivered: {first:?}");
@@ -892,23 +902,7 @@ fn a_delivery_stored_whole_by_an_earlier_build_is_replayed_to_a_retry() {
         &shop,
         scrip_store_sqlite::SqliteMerchantStore::open(&path).unwrap(),
     );
-    let wallet = sim.add_wallet();
-    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
-        .unwrap();
-    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
-    let tea_id = sim.merchant_id(tea);
-    let ww = &mut sim.wallets[wallet];
-    let purchase = ww
-        .wallet
-        .buy(
-            &mut ww.store,
-            &mut sim.rng,
-            sim.now,
-            tea_id,
-            Purchase::Item("green".into()),
-            amount("0.002"),
-        )
-        .unwrap();
+    let purchase = green_tea_bought_unsent(&mut sim, &alice, tea, "0.01");
     let first = sim.merchant_bytes(tea, &purchase.buy.request);
     let MerchantResponse::ItemDelivered(delivered) = &first else {
         panic!("not delivered: {first:?}");
