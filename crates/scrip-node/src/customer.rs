@@ -363,8 +363,7 @@ impl Customer {
         pending: &PendingRequest,
         merchant: MerchantId,
     ) -> Result<Delivered, CustomerError> {
-        let (peer, addresses) = self.merchant_peer(merchant).await?;
-        let response = call_merchant(self.link.node(), peer, &addresses, &pending.request).await;
+        let response = self.merchant_call(merchant, &pending.request).await;
         take_merchant_answer(
             &self.wallet,
             &mut self.store,
