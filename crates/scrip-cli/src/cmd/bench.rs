@@ -1121,6 +1121,8 @@ pub(super) struct Loopback {
     operator: Broker,
     books: SqliteBrokerStore,
     customers: Vec<Customer>,
+    /// Customer accounts opened so far, to name the next.
+    opened: usize,
 }
 
 impl Loopback {
@@ -1179,48 +1181,61 @@ impl Loopback {
             operator,
             books,
             customers: Vec::new(),
+            opened: 0,
         })
     }
 
-    /// Adds customers until there are `count`, each with VendorScrip for 2000 purchases.
+    /// Adds customers until there are `count`, each with its wallet in memory.
     pub(super) async fn add_customers(&mut self, count: usize) -> Result<(), String> {
         while self.customers.len() < count {
-            let account = self
-                .operator
-                .open_account(
-                    &mut self.books,
-                    scrip_node::now(),
-                    &mut OsRng,
-                    &format!("customer {}", self.customers.len()),
-                )
-                .map_err(|e| e.to_string())?;
-            self.operator
-                .deposit(
-                    &mut self.books,
-                    scrip_node::now(),
-                    account.number,
-                    amount("10"),
-                )
-                .map_err(|e| e.to_string())?;
-            let mut customer = Customer::connect(
-                self.address.clone(),
-                WalletKeys::from_seed(&Secret32::random(&mut OsRng)),
-                SqliteWalletStore::open_in_memory().map_err(|e| e.to_string())?,
-                NetOptions::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            customer
-                .obtain_broker_scrip(account.number, account.pin, amount("5"))
-                .await
-                .map_err(|e| e.to_string())?;
-            customer
-                .obtain_vendor_scrip(self.merchant_id, amount("2"))
-                .await
-                .map_err(|e| e.to_string())?;
+            let store = SqliteWalletStore::open_in_memory().map_err(|e| e.to_string())?;
+            let customer = self.new_customer(store).await?;
             self.customers.push(customer);
         }
         Ok(())
+    }
+
+    /// A customer of a new account, its wallet in `store`, with VendorScrip
+    /// for 2000 purchases.
+    pub(super) async fn new_customer(
+        &mut self,
+        store: SqliteWalletStore,
+    ) -> Result<Customer, String> {
+        let account = self
+            .operator
+            .open_account(
+                &mut self.books,
+                scrip_node::now(),
+                &mut OsRng,
+                &format!("customer {}", self.opened),
+            )
+            .map_err(|e| e.to_string())?;
+        self.opened += 1;
+        self.operator
+            .deposit(
+                &mut self.books,
+                scrip_node::now(),
+                account.number,
+                amount("10"),
+            )
+            .map_err(|e| e.to_string())?;
+        let mut customer = Customer::connect(
+            self.address.clone(),
+            WalletKeys::from_seed(&Secret32::random(&mut OsRng)),
+            store,
+            NetOptions::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        customer
+            .obtain_broker_scrip(account.number, account.pin, amount("5"))
+            .await
+            .map_err(|e| e.to_string())?;
+        customer
+            .obtain_vendor_scrip(self.merchant_id, amount("2"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(customer)
     }
 
     /// Purchases per second with the first `count` customers buying at once,
@@ -1258,6 +1273,24 @@ impl Loopback {
     }
 }
 
+/// How long each of `count` purchases of one customer takes, one at a time.
+async fn buy_latencies(
+    customer: &mut Customer,
+    merchant: scrip_proto::MerchantId,
+    count: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        customer
+            .buy(merchant, "tea", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        samples.push(started.elapsed());
+    }
+    Ok(samples)
+}
+
 /// Purchases over libp2p on loopback against bare round trips.
 async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, String> {
     let mut net = Loopback::start(dir).await?;
@@ -1275,21 +1308,21 @@ async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, Strin
             .map_err(|e| e.to_string())?;
         bare.push(started.elapsed());
     }
-    let mut buys = Vec::new();
-    for _ in 0..sizes.round_trips {
-        let started = Instant::now();
-        net.customers[0]
-            .buy(merchant_id, "tea", None)
-            .await
-            .map_err(|e| e.to_string())?;
-        buys.push(started.elapsed());
-    }
+    let mut buys = buy_latencies(&mut net.customers[0], merchant_id, sizes.round_trips).await?;
+    // A user's wallet is a file: its purchase waits for the disk once more,
+    // to store the request before it is sent.
+    let wallet =
+        SqliteWalletStore::open(&dir.join("net-customer-wallet.db")).map_err(|e| e.to_string())?;
+    let mut on_disk = net.new_customer(wallet).await?;
+    let mut buys_on_disk = buy_latencies(&mut on_disk, merchant_id, sizes.round_trips).await?;
+    drop(on_disk);
     let percentile = |samples: &mut Vec<Duration>, p: f64| {
         samples.sort();
         samples[((samples.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0
     };
     let (bare_p50, bare_p99) = (percentile(&mut bare, 0.5), percentile(&mut bare, 0.99));
     let (buy_p50, buy_p99) = (percentile(&mut buys, 0.5), percentile(&mut buys, 0.99));
+    let on_disk_p50 = percentile(&mut buys_on_disk, 0.5);
 
     // Throughput: every customer buying at once, against the same number of bare round trips at once.
     let per_customer = (sizes.round_trips / 4).max(5);
@@ -1324,6 +1357,14 @@ async fn network_figures(dir: &Path, sizes: &Sizes) -> Result<Vec<Figure>, Strin
             unit: "ms",
             baseline_name: "bare request-response round trip p99 (ms)",
             baseline: bare_p99,
+            target: "(reported)",
+        },
+        Figure {
+            name: "Buy item latency, the customer's wallet on disk, p50 (ms)",
+            value: on_disk_p50,
+            unit: "ms",
+            baseline_name: "bare request-response round trip p50 (ms)",
+            baseline: bare_p50,
             target: "(reported)",
         },
         Figure {
