@@ -440,7 +440,7 @@ impl Wallet {
         request_id: RequestId,
         handle: impl FnOnce(&mut S::Tx<'_>, &PendingRequest) -> Result<R, WalletError>,
     ) -> Result<R, WalletError> {
-        let mut tx = store.begin()?;
+        let mut tx = store.begin_settle()?;
         let pending = tx
             .take_pending(&request_id)?
             .ok_or(WalletError::UnknownRequest(request_id))?;

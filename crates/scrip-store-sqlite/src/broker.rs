@@ -134,7 +134,7 @@ crate::db::sqlite_store!(
     SqliteBrokerTx,
     BrokerStore,
     "broker",
-    begin_read
+    begin_read => Read
 );
 
 /// The raw columns of an `accounts` row.

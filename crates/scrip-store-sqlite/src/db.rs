@@ -401,6 +401,8 @@ pub(crate) struct Step<'a> {
     conn: &'a Connection,
     nested: bool,
     open: bool,
+    /// Began with `synchronous=NORMAL`, which its end puts back to FULL.
+    unsynced: bool,
     /// The statements this transaction has run, by the address of their
     /// SQL text, kept prepared for its next rows: a merchant's group runs
     /// each hot statement hundreds of times, and the connection's cache
@@ -416,6 +418,12 @@ pub(crate) enum Access {
     /// Deferred: in WAL mode a reader sees the snapshot of its first read and
     /// waits for no writer.
     Read,
+    /// As `Write`, but the commit does not wait for the disk: SQLite's
+    /// `synchronous=NORMAL` for this transaction alone (it cannot change
+    /// inside one). In WAL mode the commit is still atomic, and the next
+    /// synced commit makes it durable with its own. For a wallet's
+    /// settling transactions (`WalletStore::begin_settle`).
+    WriteUnsynced,
 }
 
 impl<'a> Step<'a> {
@@ -427,15 +435,27 @@ impl<'a> Step<'a> {
     ) -> Result<Self, StoreError> {
         let sql = match (nested, access) {
             (true, _) => "SAVEPOINT step",
-            (false, Access::Write) => "BEGIN IMMEDIATE",
+            (false, Access::Write | Access::WriteUnsynced) => "BEGIN IMMEDIATE",
             (false, Access::Read) => "BEGIN DEFERRED",
         };
-        run(conn, sql)
-            .map_err(|error| StoreError(format!("cannot begin {role} transaction: {error}")))?;
+        // Nested, the group's commit decides.
+        let unsynced = !nested && matches!(access, Access::WriteUnsynced);
+        let cannot_begin = |error| StoreError(format!("cannot begin {role} transaction: {error}"));
+        if unsynced {
+            run(conn, "PRAGMA synchronous=NORMAL").map_err(cannot_begin)?;
+        }
+        if let Err(error) = run(conn, sql) {
+            if unsynced {
+                // Nothing began; the error that matters is the first.
+                let _ = restore_synchronous(conn);
+            }
+            return Err(cannot_begin(error));
+        }
         Ok(Step {
             conn,
             nested,
             open: true,
+            unsynced,
             statements: Vec::new(),
         })
     }
@@ -469,8 +489,23 @@ impl<'a> Step<'a> {
         };
         run(self.conn, sql).map_err(failed(what))?;
         self.open = false;
+        if self.unsynced {
+            restore_synchronous(self.conn).map_err(|error| {
+                StoreError(format!(
+                    "the transaction committed, but the store cannot wait for the disk again ({error}); reopen it"
+                ))
+            })?;
+        }
         Ok(())
     }
+}
+
+/// Puts a connection back to `synchronous=FULL` after an unsynced
+/// transaction ended. Outside a transaction the pragma only sets a flag of
+/// the connection and does no I/O, so it does not fail in practice; if it
+/// did, the caller is told, not left to commit without waiting for the disk.
+fn restore_synchronous(conn: &Connection) -> rusqlite::Result<()> {
+    run(conn, "PRAGMA synchronous=FULL")
 }
 
 impl std::ops::Deref for Step<'_> {
@@ -494,6 +529,11 @@ impl Drop for Step<'_> {
         if let Err(error) = undone {
             // SQLite rolls back by itself when it cannot; nothing half-done is kept.
             tracing::error!(%error, "cannot roll back a store transaction");
+        }
+        if self.unsynced {
+            if let Err(error) = restore_synchronous(self.conn) {
+                tracing::error!(%error, "cannot put the store back to synchronous=FULL; reopen it");
+            }
         }
     }
 }
@@ -544,11 +584,12 @@ pub(crate) fn abort_group(conn: &Connection, grouped: &mut bool) {
 
 /// Defines a store over one SQLite file of the calling module's `SCHEMA`:
 /// the store type with `open`, `open_in_memory` and `fingerprint`, its
-/// transaction type, and `begin` of the core's store trait (and
-/// `begin_read`, when named after the role: the broker's). One definition
+/// transaction type, and `begin` of the core's store trait (and the trait's
+/// other ways to begin named after the role with their [`Access`]: the
+/// broker's `begin_read`, the wallet's `begin_settle`). One definition
 /// serves the broker, merchant and wallet stores alike.
 macro_rules! sqlite_store {
-    ($(#[$doc:meta])* $store:ident, $(#[$tx_doc:meta])* $tx:ident, $store_trait:ident, $role:literal $(, $begin_read:ident)?) => {
+    ($(#[$doc:meta])* $store:ident, $(#[$tx_doc:meta])* $tx:ident, $store_trait:ident, $role:literal $(, $begin_other:ident => $access:ident)*) => {
         $(#[$doc])*
         pub struct $store {
             conn: rusqlite::Connection,
@@ -589,10 +630,10 @@ macro_rules! sqlite_store {
                     .map(|tx| $tx { tx })
             }
 
-            $(fn $begin_read(&mut self) -> Result<$tx<'_>, StoreError> {
-                crate::db::Step::begin(&self.conn, self.grouped, crate::db::Access::Read, $role)
+            $(fn $begin_other(&mut self) -> Result<$tx<'_>, StoreError> {
+                crate::db::Step::begin(&self.conn, self.grouped, crate::db::Access::$access, $role)
                     .map(|tx| $tx { tx })
-            })?
+            })*
         }
 
         impl scrip_core::store::GroupCommit for $store {

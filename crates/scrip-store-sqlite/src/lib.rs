@@ -31,6 +31,10 @@
 //!   `synchronous=FULL`). That costs one fsync per commit, which bounds a
 //!   broker at a few hundred to a few thousand steps per second depending on
 //!   the disk; batching several steps per transaction is the way past it.
+//!   The one exception is a wallet's settling transaction
+//!   (`WalletStore::begin_settle`): it commits atomically but without waiting
+//!   for the disk, and a power cut may lose it; the request it settled is then
+//!   pending again, to be resent.
 //! - Stored values that do not decode are reported as corrupt, never a panic.
 //!
 //! # Example

@@ -85,11 +85,15 @@ crate::db::sqlite_store!(
     /// A wallet's [`WalletStore`] in one SQLite file.
     ///
     /// The file holds customer secrets, so it is created readable by its owner only.
+    /// A transaction that settles a pending request
+    /// ([`begin_settle`](WalletStore::begin_settle)) commits without waiting
+    /// for the disk; every other one waits (`synchronous=FULL`).
     SqliteWalletStore,
     /// One wallet transaction: rolls back when dropped without [`commit`](WalletTx::commit).
     SqliteWalletTx,
     WalletStore,
-    "wallet"
+    "wallet",
+    begin_settle => WriteUnsynced
 );
 
 impl SqliteWalletTx<'_> {
@@ -237,6 +241,48 @@ mod tests {
             spends: spends.map(scrip_id),
             ordered: None,
         }
+    }
+
+    /// SQLite's `synchronous` level of the store's connection: 2 is FULL, 1 NORMAL.
+    fn synchronous(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_settling_transaction_commits_without_waiting_for_the_disk() {
+        // A request must be on disk before it is sent; only the answer that
+        // settles it may wait for the next synced commit.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteWalletStore::open(&dir.path().join("wallet.db")).unwrap();
+        assert_eq!(synchronous(&store.conn), 2);
+
+        let mut tx = store.begin_settle().unwrap();
+        assert_eq!(synchronous(&tx.tx), 1);
+        tx.put_pending(&pending(1, None)).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(synchronous(&store.conn), 2, "back to FULL after a commit");
+
+        let mut tx = store.begin_settle().unwrap();
+        tx.put_pending(&pending(2, None)).unwrap();
+        drop(tx);
+        assert_eq!(synchronous(&store.conn), 2, "back to FULL after a rollback");
+
+        let tx = store.begin().unwrap();
+        assert_eq!(synchronous(&tx.tx), 2);
+        drop(tx);
+        let mut tx = store.begin().unwrap();
+        let kept: Vec<_> = tx
+            .all_pending()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.request_id)
+            .collect();
+        assert_eq!(
+            kept,
+            [request_id(1)],
+            "the settled commit is kept, the rolled back one is not"
+        );
     }
 
     /// An Obtain BrokerScrip request to the broker, with its order if `ordered`.

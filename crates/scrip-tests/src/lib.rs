@@ -308,14 +308,16 @@ impl Sim {
     }
 
     pub fn add_wallet(&mut self) -> usize {
+        self.add_wallet_with_store(SqliteWalletStore::open_in_memory().expect("wallet store"))
+    }
+
+    /// A wallet on a store of the test's choosing, such as a file.
+    pub fn add_wallet_with_store(&mut self, store: SqliteWalletStore) -> usize {
         let wallet = Wallet::new(
             WalletKeys::from_seed(&Secret32::random(&mut self.rng)),
             self.broker.info(),
         );
-        self.wallets.push(SimWallet {
-            wallet,
-            store: SqliteWalletStore::open_in_memory().expect("wallet store"),
-        });
+        self.wallets.push(SimWallet { wallet, store });
         self.wallets.len() - 1
     }
 

@@ -348,3 +348,88 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
         "a retry in a later group"
     );
 }
+
+/// A wallet settles each answer without waiting for the disk
+/// (`WalletStore::begin_settle`), having stored the request before it was
+/// sent. A power cut right after a purchase can leave the wallet as it was
+/// before the answers came, never before the request: resent, the requests
+/// get the same answers, and the wallet ends as it would have.
+#[test]
+fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() {
+    use scrip_core::store::Destination;
+    use scrip_store_sqlite::SqliteWalletStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wallet.db");
+    let mut sim = Sim::new(12);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet_with_store(SqliteWalletStore::open(&path).unwrap());
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    let tea_id = sim.merchant_id(tea);
+    let ww = &mut sim.wallets[wallet];
+    let purchase = ww
+        .wallet
+        .buy(
+            &mut ww.store,
+            &mut sim.rng,
+            sim.now,
+            tea_id,
+            Purchase::Item("green".into()),
+            amount("0.002"),
+        )
+        .unwrap();
+    // What the disk holds if the cut comes before the settling commits reach it.
+    let at_the_cut = dir.path().join("at-the-cut.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [at_the_cut.to_str().unwrap()])
+        .unwrap();
+
+    let intent = sim.broker_bytes(&purchase.intent.request);
+    let bought = sim.merchant_bytes(tea, &purchase.buy.request);
+    let ww = &mut sim.wallets[wallet];
+    ww.wallet
+        .handle_broker_response(&mut ww.store, purchase.intent.request_id, &intent)
+        .unwrap();
+    let delivered = ww
+        .wallet
+        .handle_merchant_response(&mut ww.store, purchase.buy.request_id, &bought)
+        .unwrap();
+    let settled = (
+        ww.wallet.scrip(&mut ww.store).unwrap(),
+        ww.wallet.receipts(&mut ww.store).unwrap(),
+    );
+
+    // The wallet restarts from the disk the cut left, and resends what is
+    // pending there, the broker's first as `Customer::recover` does.
+    ww.store = SqliteWalletStore::open(&at_the_cut).unwrap();
+    let mut pending = ww.wallet.pending(&mut ww.store).unwrap();
+    pending.sort_by_key(|p| p.destination != Destination::Broker);
+    let resent: Vec<_> = pending.iter().map(|p| p.request_id).collect();
+    assert_eq!(
+        resent,
+        [purchase.intent.request_id, purchase.buy.request_id],
+        "the purchase is pending on disk"
+    );
+    let intent_again = sim.broker_bytes(&pending[0].request);
+    let bought_again = sim.merchant_bytes(tea, &pending[1].request);
+    let ww = &mut sim.wallets[wallet];
+    ww.wallet
+        .handle_broker_response(&mut ww.store, resent[0], &intent_again)
+        .unwrap();
+    let delivered_again = ww
+        .wallet
+        .handle_merchant_response(&mut ww.store, resent[1], &bought_again)
+        .unwrap();
+    assert_eq!(delivered_again, delivered);
+    let recovered = (
+        ww.wallet.scrip(&mut ww.store).unwrap(),
+        ww.wallet.receipts(&mut ww.store).unwrap(),
+    );
+    assert_eq!(recovered, settled);
+    sim.assert_conserved();
+}
