@@ -11,8 +11,8 @@
 use scrip_proto::crypto::{CustomerSecret, Proved, Signed};
 use scrip_proto::msg::{
     customer_secret_aad, envelope_aad, purpose, BrokerInfo, BrokerRequest, BrokerResponse,
-    BrokerScripOrder, Buy, Credentials, Intent, IssuedScrip, MerchantRequest, MerchantResponse,
-    ObtainBrokerScrip, ObtainVendorScrip, Purchase, RenewBrokerScrip,
+    BrokerScripOrder, Buy, Credentials, Intent, IssuedScrip, LogReceipt, MerchantRequest,
+    MerchantResponse, ObtainBrokerScrip, ObtainVendorScrip, Purchase, RenewBrokerScrip,
 };
 use scrip_proto::{
     decode, encode, AccountNumber, Amount, MerchantId, Pin, PublicKey, Refusal, RequestId, Scrip,
@@ -285,6 +285,7 @@ impl Wallet {
         store: &mut impl WalletStore,
         request_id: RequestId,
         response: &BrokerResponse,
+        log_receipts: &[LogReceipt],
     ) -> Result<BrokerOutcome, WalletError> {
         self.settle(store, request_id, |tx, pending| {
             if pending.destination != Destination::Broker {
@@ -292,7 +293,7 @@ impl Wallet {
                     "a broker answered a request sent to a merchant".into(),
                 ));
             }
-            match response {
+            let outcome = match response {
                 BrokerResponse::Refused(refusal) => Err(WalletError::Refused(refusal.clone())),
                 BrokerResponse::BrokerScripIssued(r) if r.request_id == request_id => {
                     let BrokerRequest::ObtainBrokerScrip(_) = decode(&pending.request)
@@ -367,7 +368,12 @@ impl Wallet {
                 _ => Err(WalletError::BadResponse(
                     "the broker answered with another kind of response or request id".into(),
                 )),
+            }?;
+            // Only receipts of this request's leaf: another's would prove nothing.
+            for receipt in log_receipts.iter().filter(|r| r.request_id == request_id) {
+                tx.add_receipt(&WalletReceipt::Log(receipt.clone()))?;
             }
+            Ok(outcome)
         })
     }
 
@@ -519,19 +525,6 @@ impl Wallet {
             held.state = ScripState::Available;
             tx.put_scrip(&held)?;
         }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Keeps the broker's log receipt for a request, to verify later that the
-    /// broker's log still holds it.
-    pub fn keep_log_receipt(
-        &self,
-        store: &mut impl WalletStore,
-        receipt: scrip_proto::msg::LogReceipt,
-    ) -> Result<(), WalletError> {
-        let mut tx = store.begin()?;
-        tx.add_receipt(&WalletReceipt::Log(receipt))?;
         tx.commit()?;
         Ok(())
     }

@@ -422,15 +422,12 @@ fn take_broker_answer(
     answer: Result<BrokerAnswer, NetError>,
 ) -> Result<Vec<Scrip>, CustomerError> {
     let answer = answer?;
-    let outcome = wallet.handle_broker_response(store, pending.request_id, &answer.response)?;
-    // Keep only receipts for this request: a receipt for another leaf would prove nothing.
-    for receipt in answer
-        .receipts
-        .into_iter()
-        .filter(|r| r.request_id == pending.request_id)
-    {
-        wallet.keep_log_receipt(store, receipt)?;
-    }
+    let outcome = wallet.handle_broker_response(
+        store,
+        pending.request_id,
+        &answer.response,
+        &answer.receipts,
+    )?;
     match outcome {
         BrokerOutcome::Scrip(scrip) => Ok(scrip),
         BrokerOutcome::IntentRecorded => Ok(Vec::new()),

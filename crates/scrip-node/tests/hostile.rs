@@ -356,7 +356,7 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
     )
     .await;
     mallory
-        .handle_broker_response(&mut mallory_store, obtain.request_id, &response)
+        .handle_broker_response(&mut mallory_store, obtain.request_id, &response, &[])
         .expect("mallory obtains broker scrip");
     let vendor = mallory
         .obtain_vendor_scrip(
@@ -375,7 +375,7 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
     )
     .await;
     mallory
-        .handle_broker_response(&mut mallory_store, vendor.request_id, &response)
+        .handle_broker_response(&mut mallory_store, vendor.request_id, &response, &[])
         .expect("mallory obtains vendor scrip");
     let purchase = mallory
         .buy(
@@ -643,7 +643,12 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
     let answer = broker_answer(&hostile, &broker, protocol::INTENT, intent).await;
     assert!(
         matches!(
-            mallory.handle_broker_response(&mut mallory_store, purchase.intent.request_id, &answer),
+            mallory.handle_broker_response(
+                &mut mallory_store,
+                purchase.intent.request_id,
+                &answer,
+                &[]
+            ),
             Ok(BrokerOutcome::IntentRecorded)
         ),
         "mallory's intent after the attack: {answer:?}"

@@ -364,7 +364,7 @@ impl Sim {
         let response = self.broker_bytes(&pending.request);
         let w = &mut self.wallets[wallet];
         w.wallet
-            .handle_broker_response(&mut w.store, pending.request_id, &response)
+            .handle_broker_response(&mut w.store, pending.request_id, &response, &[])
     }
 
     // ---- The three transaction steps ----------------------------------------

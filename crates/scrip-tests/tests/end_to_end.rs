@@ -393,7 +393,7 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     let bought = sim.merchant_bytes(tea, &purchase.buy.request);
     let ww = &mut sim.wallets[wallet];
     ww.wallet
-        .handle_broker_response(&mut ww.store, purchase.intent.request_id, &intent)
+        .handle_broker_response(&mut ww.store, purchase.intent.request_id, &intent, &[])
         .unwrap();
     let delivered = ww
         .wallet
@@ -419,7 +419,7 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     let bought_again = sim.merchant_bytes(tea, &pending[1].request);
     let ww = &mut sim.wallets[wallet];
     ww.wallet
-        .handle_broker_response(&mut ww.store, resent[0], &intent_again)
+        .handle_broker_response(&mut ww.store, resent[0], &intent_again, &[])
         .unwrap();
     let delivered_again = ww
         .wallet
@@ -432,4 +432,49 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     );
     assert_eq!(recovered, settled);
     sim.assert_conserved();
+}
+
+/// The broker's answer carries the log receipt of the request's leaf; the
+/// wallet keeps it with the answer, and no receipt of another request.
+#[test]
+fn a_wallet_keeps_the_log_receipt_of_its_request_and_no_other() {
+    use scrip_proto::msg::LogReceipt;
+    use scrip_proto::RequestId;
+
+    let mut sim = Sim::new(13);
+    let alice = sim.open_account("alice", "100");
+    let wallet = sim.add_wallet();
+    let ww = &mut sim.wallets[wallet];
+    let pending = ww
+        .wallet
+        .obtain_broker_scrip(
+            &mut ww.store,
+            &mut sim.rng,
+            alice.number,
+            alice.pin.clone(),
+            amount("1"),
+        )
+        .unwrap();
+    let response = sim.broker_bytes(&pending.request);
+    let receipt = |request_id| LogReceipt {
+        request_id,
+        leaf_index: 3,
+        leaf_hash: [7; 32],
+        checkpoint: b"a checkpoint".to_vec(),
+    };
+    let ours = receipt(pending.request_id);
+    let another = receipt(RequestId([9; 16]));
+    let ww = &mut sim.wallets[wallet];
+    ww.wallet
+        .handle_broker_response(
+            &mut ww.store,
+            pending.request_id,
+            &response,
+            &[another, ours.clone()],
+        )
+        .unwrap();
+    assert_eq!(
+        ww.wallet.receipts(&mut ww.store).unwrap(),
+        [WalletReceipt::Log(ours)]
+    );
 }

@@ -808,7 +808,7 @@ fn broker_scrip_of_another_value_than_ordered_is_refused_by_the_wallet() {
         };
         let error = ww
             .wallet
-            .handle_broker_response(&mut ww.store, pending.request_id, answer)
+            .handle_broker_response(&mut ww.store, pending.request_id, answer, &[])
             .unwrap_err();
         let expected = format!(
             "asked for {} of BrokerScrip, got {}",
@@ -830,7 +830,7 @@ fn broker_scrip_of_another_value_than_ordered_is_refused_by_the_wallet() {
 
     // The genuine answer, when it comes, is taken.
     ww.wallet
-        .handle_broker_response(&mut ww.store, pending.request_id, &genuine)
+        .handle_broker_response(&mut ww.store, pending.request_id, &genuine, &[])
         .unwrap();
     let balances = ww.wallet.balances(&mut ww.store).unwrap();
     assert_eq!(
@@ -980,7 +980,7 @@ fn broker_scrip_answering_a_request_that_did_not_order_it_is_refused_by_the_wall
     let before = ww.store.fingerprint().unwrap();
     let error = ww
         .wallet
-        .handle_broker_response(&mut ww.store, exchange.request_id, &misdirected)
+        .handle_broker_response(&mut ww.store, exchange.request_id, &misdirected, &[])
         .unwrap_err();
     assert!(matches!(error, WalletError::BadResponse(_)), "{error}");
     assert_eq!(ww.store.fingerprint().unwrap(), before);

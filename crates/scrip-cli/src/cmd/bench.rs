@@ -586,7 +586,7 @@ impl BrokerRig {
             &scrip_proto::decode(&pending.request).expect("request"),
         );
         wallet
-            .handle_broker_response(&mut wallet_store, pending.request_id, &response)
+            .handle_broker_response(&mut wallet_store, pending.request_id, &response, &[])
             .expect("BrokerScrip");
         BrokerRig {
             seed,
@@ -631,6 +631,7 @@ impl BrokerRig {
                         &mut self.wallet_store,
                         pending.request_id,
                         &answer.response,
+                        &[],
                     )
                     .expect("BrokerScrip");
             }
@@ -671,7 +672,7 @@ impl BrokerRig {
             &scrip_proto::decode(&pending.request).expect("request"),
         );
         self.wallet
-            .handle_broker_response(&mut self.wallet_store, pending.request_id, &response)
+            .handle_broker_response(&mut self.wallet_store, pending.request_id, &response, &[])
             .expect("VendorScrip");
     }
 }
