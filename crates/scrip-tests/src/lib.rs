@@ -15,7 +15,7 @@ use scrip_core::broker::OpenedAccount;
 use scrip_core::ledger::LedgerAccount;
 use scrip_core::merchant::Settlement;
 use scrip_core::store::PendingRequest;
-use scrip_core::wallet::{BrokerOutcome, Delivered};
+use scrip_core::wallet::{BrokerOutcome, Delivered, PendingPurchase};
 use scrip_core::{
     Broker, BrokerConfig, BrokerKeys, CatalogItem, Merchant, MerchantConfig, MerchantKeys,
     PinHashing, Wallet, WalletError, WalletKeys,
@@ -417,22 +417,33 @@ impl Sim {
         purchase: Purchase,
         price: &str,
     ) -> Result<Delivered, WalletError> {
-        let merchant_id = self.merchant_id(merchant);
-        let w = &mut self.wallets[wallet];
-        let purchase = w.wallet.buy(
-            &mut w.store,
-            &mut self.rng,
-            self.now,
-            merchant_id,
-            purchase,
-            amount(price),
-        )?;
+        let purchase = self.buy_unsent(wallet, merchant, purchase, price)?;
         // A refused intent leaves the purchase to the merchant, as on the network.
         let _ = self.send_to_broker(wallet, &purchase.intent);
         let response = self.merchant_bytes(merchant, &purchase.buy.request);
         let w = &mut self.wallets[wallet];
         w.wallet
             .handle_merchant_response(&mut w.store, purchase.buy.request_id, &response)
+    }
+
+    /// A purchase stored in the wallet as pending, its intent and Buy not sent.
+    pub fn buy_unsent(
+        &mut self,
+        wallet: usize,
+        merchant: usize,
+        purchase: Purchase,
+        price: &str,
+    ) -> Result<PendingPurchase, WalletError> {
+        let merchant_id = self.merchant_id(merchant);
+        let w = &mut self.wallets[wallet];
+        w.wallet.buy(
+            &mut w.store,
+            &mut self.rng,
+            self.now,
+            merchant_id,
+            purchase,
+            amount(price),
+        )
     }
 
     /// Buys a catalog item at its catalog price.

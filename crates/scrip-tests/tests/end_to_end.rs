@@ -369,18 +369,8 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
         .unwrap();
     sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
-    let tea_id = sim.merchant_id(tea);
-    let ww = &mut sim.wallets[wallet];
-    let purchase = ww
-        .wallet
-        .buy(
-            &mut ww.store,
-            &mut sim.rng,
-            sim.now,
-            tea_id,
-            Purchase::Item("green".into()),
-            amount("0.002"),
-        )
+    let purchase = sim
+        .buy_unsent(wallet, tea, Purchase::Item("green".into()), "0.002")
         .unwrap();
     // What the disk holds if the cut comes before the settling commits reach it.
     let at_the_cut = dir.path().join("at-the-cut.db");

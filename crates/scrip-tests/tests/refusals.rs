@@ -455,18 +455,9 @@ fn malformed_and_truncated_bytes_are_refused_without_panicking(backend: Backend)
 fn a_retried_request_moves_value_once_and_an_altered_replay_is_refused(backend: Backend) {
     let mut w = world(backend);
     let wallet = w.wallet;
-    let tea_id = w.sim.merchant_id(w.tea);
-    let ww = &mut w.sim.wallets[wallet];
-    let purchase = ww
-        .wallet
-        .buy(
-            &mut ww.store,
-            &mut w.sim.rng,
-            w.sim.now,
-            tea_id,
-            Purchase::Item("green".into()),
-            amount("0.002"),
-        )
+    let purchase = w
+        .sim
+        .buy_unsent(wallet, w.tea, Purchase::Item("green".into()), "0.002")
         .unwrap();
     let first = w.sim.merchant_bytes(w.tea, &purchase.buy.request);
     let before = w.fingerprint();
@@ -680,18 +671,9 @@ fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice(backend: 
 fn captured_messages_replayed_later_or_elsewhere_move_nothing(backend: Backend) {
     let mut w = world(backend);
     let (wallet, tea, news) = (w.wallet, w.tea, w.news);
-    let tea_id = w.sim.merchant_id(tea);
-    let ww = &mut w.sim.wallets[wallet];
-    let purchase = ww
-        .wallet
-        .buy(
-            &mut ww.store,
-            &mut w.sim.rng,
-            w.sim.now,
-            tea_id,
-            Purchase::Item("green".into()),
-            amount("0.002"),
-        )
+    let purchase = w
+        .sim
+        .buy_unsent(wallet, tea, Purchase::Item("green".into()), "0.002")
         .unwrap();
     let intent_answer = w.sim.broker_bytes(&purchase.intent.request);
     let delivery = w.sim.merchant_bytes(tea, &purchase.buy.request);
@@ -734,7 +716,7 @@ fn captured_messages_replayed_later_or_elsewhere_move_nothing(backend: Backend) 
         MerchantResponse::Refused(Refusal::WrongIssuer {
             scrip: buy.body.scrip.id(),
             expected: w.sim.merchant_id(news),
-            found: tea_id,
+            found: w.sim.merchant_id(tea),
         })
     );
     assert!(matches!(
@@ -856,17 +838,7 @@ fn green_tea_bought_unsent(
     sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
         .unwrap();
     sim.obtain_vendor_scrip(wallet, tea, vendor_scrip).unwrap();
-    let tea_id = sim.merchant_id(tea);
-    let ww = &mut sim.wallets[wallet];
-    ww.wallet
-        .buy(
-            &mut ww.store,
-            &mut sim.rng,
-            sim.now,
-            tea_id,
-            Purchase::Item("green".into()),
-            amount("0.002"),
-        )
+    sim.buy_unsent(wallet, tea, Purchase::Item("green".into()), "0.002")
         .unwrap()
 }
 
@@ -1016,20 +988,10 @@ scrip_tests::on_each_backend!(
 #[test]
 fn a_receipt_not_in_a_batch_the_merchant_signed_is_refused_by_the_wallet() {
     let mut w = world(Backend::SqliteMemory);
-    let merchant = w.sim.merchant_id(w.tea);
-    let purchase = {
-        let ww = &mut w.sim.wallets[w.wallet];
-        ww.wallet
-            .buy(
-                &mut ww.store,
-                &mut w.sim.rng,
-                w.sim.now,
-                merchant,
-                Purchase::Item("green".into()),
-                amount("0.002"),
-            )
-            .unwrap()
-    };
+    let purchase = w
+        .sim
+        .buy_unsent(w.wallet, w.tea, Purchase::Item("green".into()), "0.002")
+        .unwrap();
     w.sim.send_to_broker(w.wallet, &purchase.intent).unwrap();
     let genuine = w.sim.merchant_bytes(w.tea, &purchase.buy.request);
     let MerchantResponse::ItemDelivered(delivered) = &genuine else {
