@@ -2,18 +2,19 @@
 //! its in-flight limit its requests are dropped (closed streams), and a
 //! customer arriving meanwhile is served as if nobody else were there.
 
-use scrip_store::BrokerDatabase;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{open_account, start_broker};
 use libp2p::identity;
 use rand::rngs::OsRng;
-use scrip_core::{Broker, BrokerConfig, BrokerKeys, PinHashing, WalletKeys};
-use scrip_node::broker::BrokerNode;
+use scrip_core::WalletKeys;
 use scrip_node::customer::Customer;
 use scrip_node::node::{Node, NodeConfig};
 use scrip_node::protocol::{self, BROKER_PROTOCOLS};
-use scrip_node::{now, NetOptions};
-use scrip_proto::{Amount, Secret32};
+use scrip_node::NetOptions;
+use scrip_proto::Secret32;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteWalletStore};
 
 /// Far longer than an honest exchange takes on loopback, even next to a flood.
@@ -25,35 +26,11 @@ const FLOOD: usize = 3_000;
 async fn a_flooding_peer_is_held_to_its_share_and_others_are_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("broker.sqlite");
-    let mut config = BrokerConfig::new("EUR".parse().unwrap());
-    config.pin_hashing = PinHashing::FAST_INSECURE;
-    let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
-    let broker_node = BrokerNode::start(
-        broker,
-        &BrokerDatabase::Sqlite(db.clone()),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        NetOptions::default(),
-    )
-    .await
-    .expect("broker starts");
+    let broker_node = start_broker(&Secret32::random(&mut OsRng), &db).await;
     let address = broker_node.node.listen_addresses()[0].clone();
     let broker_peer = broker_node.node.peer_id();
     let mut admin = SqliteBrokerStore::open(&db).expect("operator's connection");
-    let alice = broker_node
-        .service
-        .broker()
-        .open_account(&mut admin, now(), &mut OsRng, "alice")
-        .expect("account");
-    broker_node
-        .service
-        .broker()
-        .deposit(
-            &mut admin,
-            now(),
-            alice.number,
-            "10".parse::<Amount>().unwrap(),
-        )
-        .expect("deposit");
+    let alice = open_account(broker_node.service.broker(), &mut admin, "alice", "10");
 
     // The flooder: thousands of directory reads (each takes the store) at once.
     let mut flood_config = NodeConfig::new(identity::Keypair::generate_ed25519());

@@ -7,10 +7,12 @@
 //! reads the broker's info and directory, and well-behaved customers still
 //! obtain scrip and buy.
 
-use scrip_store::BrokerDatabase;
+mod common;
+
 use std::io;
 use std::time::{Duration, Instant};
 
+use common::{open_account, start_broker};
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, OutboundFailure, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
@@ -18,11 +20,7 @@ use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use scrip_core::wallet::BrokerOutcome;
-use scrip_core::{
-    Broker, BrokerConfig, BrokerKeys, CatalogItem, MerchantConfig, MerchantKeys, PinHashing,
-    Wallet, WalletKeys,
-};
-use scrip_node::broker::BrokerNode;
+use scrip_core::{CatalogItem, MerchantConfig, MerchantKeys, Wallet, WalletKeys};
 use scrip_node::codec::FrameCodec;
 use scrip_node::customer::Customer;
 use scrip_node::merchant::{MerchantNode, MerchantSetup};
@@ -257,33 +255,13 @@ async fn hostile_peers_get_refusals_or_closed_streams_and_everyone_else_is_serve
     let db = dir.path().join("broker.sqlite");
 
     // A broker, and a second connection to its database for the operator.
-    let mut config = BrokerConfig::new("EUR".parse().unwrap());
-    config.pin_hashing = PinHashing::FAST_INSECURE;
-    let broker = Broker::new(BrokerKeys::from_seed(&Secret32::random(&mut OsRng)), config);
-    let broker_node = BrokerNode::start(
-        broker,
-        &BrokerDatabase::Sqlite(db.clone()),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        scrip_node::NetOptions::default(),
-    )
-    .await
-    .expect("broker starts");
+    let broker_node = start_broker(&Secret32::random(&mut OsRng), &db).await;
     let broker_address = broker_node.node.listen_addresses()[0].clone();
     let broker_peer = broker_node.node.peer_id();
     let broker_info: BrokerInfo = broker_node.service.broker().info();
     let mut admin = SqliteBrokerStore::open(&db).expect("operator's connection");
     let operator = broker_node.service.broker();
-    let mut open = |name: &str, deposit: &str| {
-        let opened = operator
-            .open_account(&mut admin, now(), &mut OsRng, name)
-            .expect("open account");
-        if deposit != "0" {
-            operator
-                .deposit(&mut admin, now(), opened.number, amount(deposit))
-                .expect("deposit");
-        }
-        opened
-    };
+    let mut open = |name: &str, deposit: &str| open_account(operator, &mut admin, name, deposit);
     let shop_account = open("tea shop", "0");
     let mallory_account = open("mallory", "50.00");
     let alice_account = open("alice", "100.00");

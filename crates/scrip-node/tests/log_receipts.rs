@@ -1,31 +1,15 @@
 //! A wallet keeps the broker's log receipts and can later prove that the
 //! broker rolled its log back.
 
+mod common;
+
+use common::{broker, open_account, start_broker as start};
 use rand::rngs::OsRng;
-use scrip_core::{Broker, BrokerConfig, BrokerKeys, PinHashing, WalletKeys};
-use scrip_node::broker::BrokerNode;
+use scrip_core::WalletKeys;
 use scrip_node::customer::Customer;
-use scrip_node::{now, NetOptions};
+use scrip_node::NetOptions;
 use scrip_proto::{Amount, Secret32};
-use scrip_store::BrokerDatabase;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteWalletStore};
-
-fn broker(seed: &Secret32) -> Broker {
-    let mut config = BrokerConfig::new("EUR".parse().unwrap());
-    config.pin_hashing = PinHashing::FAST_INSECURE;
-    Broker::new(BrokerKeys::from_seed(seed), config)
-}
-
-async fn start(seed: &Secret32, db: &std::path::Path) -> BrokerNode {
-    BrokerNode::start(
-        broker(seed),
-        &BrokerDatabase::Sqlite(db.to_owned()),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        NetOptions::default(),
-    )
-    .await
-    .expect("broker starts")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_verify_until_the_broker_rolls_its_log_back() {
@@ -38,12 +22,7 @@ async fn receipts_verify_until_the_broker_rolls_its_log_back() {
 
     let operator = broker(&broker_seed);
     let mut books = SqliteBrokerStore::open(&db).unwrap();
-    let alice = operator
-        .open_account(&mut books, now(), &mut OsRng, "alice")
-        .unwrap();
-    operator
-        .deposit(&mut books, now(), alice.number, "10".parse().unwrap())
-        .unwrap();
+    let alice = open_account(&operator, &mut books, "alice", "10");
 
     let address = node.node.listen_addresses()[0].clone();
     let mut customer = Customer::connect(

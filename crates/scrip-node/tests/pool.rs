@@ -4,15 +4,18 @@
 //! replaced without restarting the process. On SQLite, and on PostgreSQL
 //! when `SCRIP_TEST_POSTGRES_URL` is set (skipped with a note otherwise).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{broker, open_account};
 use libp2p::PeerId;
 use rand::rngs::OsRng;
 use scrip_core::store::PendingRequest;
-use scrip_core::{Broker, BrokerConfig, BrokerKeys, PinHashing, Wallet, WalletKeys};
+use scrip_core::{Wallet, WalletKeys};
 use scrip_node::broker::BrokerService;
 use scrip_node::node::Inbound;
-use scrip_node::{now, protocol};
+use scrip_node::protocol;
 use scrip_proto::msg::{
     AuditRequest, AuditResponse, BrokerAnswer, BrokerRequest, BrokerResponse, MerchantEntry,
 };
@@ -31,22 +34,11 @@ struct Served {
     pin: scrip_proto::Pin,
 }
 
-fn broker(seed: &Secret32) -> Broker {
-    let mut config = BrokerConfig::new("EUR".parse().unwrap());
-    config.pin_hashing = PinHashing::FAST_INSECURE;
-    Broker::new(BrokerKeys::from_seed(seed), config)
-}
-
 fn serve(database: &BrokerDatabase) -> Served {
     let seed = Secret32::random(&mut OsRng);
     let operator = broker(&seed);
     let mut books = database.open().unwrap();
-    let alice = operator
-        .open_account(&mut books, now(), &mut OsRng, "alice")
-        .unwrap();
-    operator
-        .deposit(&mut books, now(), alice.number, "10".parse().unwrap())
-        .unwrap();
+    let alice = open_account(&operator, &mut books, "alice", "10");
     drop(books);
     let wallet = Wallet::new(
         WalletKeys::from_seed(&Secret32::random(&mut OsRng)),

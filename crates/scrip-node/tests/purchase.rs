@@ -2,22 +2,21 @@
 //! receipt of its intent, and a purchase left pending by a run that stopped
 //! before sending it is completed by the next connection, once.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::{open_account, start_broker};
 use rand::rngs::OsRng;
 use scrip_core::store::WalletReceipt;
-use scrip_core::{
-    Broker, BrokerConfig, BrokerKeys, CatalogItem, MerchantConfig, MerchantKeys, PinHashing,
-    Wallet, WalletKeys,
-};
+use scrip_core::{CatalogItem, MerchantConfig, MerchantKeys, Wallet, WalletKeys};
 use scrip_node::broker::BrokerNode;
 use scrip_node::customer::Customer;
 use scrip_node::merchant::{MerchantNode, MerchantSetup};
 use scrip_node::{now, NetOptions};
 use scrip_proto::msg::Purchase;
 use scrip_proto::{Amount, MerchantId, Secret32};
-use scrip_store::BrokerDatabase;
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteWalletStore};
 
 /// A broker and a tea merchant on loopback, and a customer whose wallet
@@ -38,32 +37,12 @@ impl Shop {
     async fn open() -> Shop {
         let dir = tempfile::tempdir().unwrap();
         let broker_seed = Secret32::random(&mut OsRng);
-        let config = || {
-            let mut config = BrokerConfig::new("EUR".parse().unwrap());
-            config.pin_hashing = PinHashing::FAST_INSECURE;
-            config
-        };
-        let loopback = || vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        let broker = BrokerNode::start(
-            Broker::new(BrokerKeys::from_seed(&broker_seed), config()),
-            &BrokerDatabase::Sqlite(dir.path().join("broker.db")),
-            loopback(),
-            NetOptions::default(),
-        )
-        .await
-        .unwrap();
+        let broker = start_broker(&broker_seed, &dir.path().join("broker.db")).await;
         let address = broker.node.listen_addresses()[0].clone();
-        let operator = Broker::new(BrokerKeys::from_seed(&broker_seed), config());
+        let operator = common::broker(&broker_seed);
         let mut books = SqliteBrokerStore::open(&dir.path().join("broker.db")).unwrap();
-        let shop = operator
-            .open_account(&mut books, now(), &mut OsRng, "shop")
-            .unwrap();
-        let alice = operator
-            .open_account(&mut books, now(), &mut OsRng, "alice")
-            .unwrap();
-        operator
-            .deposit(&mut books, now(), alice.number, "10".parse().unwrap())
-            .unwrap();
+        let shop = open_account(&operator, &mut books, "shop", "0");
+        let alice = open_account(&operator, &mut books, "alice", "10");
         let price: Amount = "0.25".parse().unwrap();
         let merchant = MerchantNode::start(
             MerchantSetup {
@@ -79,7 +58,7 @@ impl Shop {
                 pin: shop.pin,
             },
             &dir.path().join("merchant.db"),
-            loopback(),
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             address.clone(),
             NetOptions::default(),
         )
