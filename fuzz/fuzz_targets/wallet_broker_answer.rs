@@ -1,6 +1,6 @@
 #![no_main]
-//! The wallet taking in a broker's answer (`Wallet::keep_log_receipt` and
-//! `Wallet::handle_broker_response`), tried on each of its pending broker
+//! The wallet taking in a broker's answer with its log receipts
+//! (`Wallet::handle_broker_response`), tried on each of its pending broker
 //! requests: Obtain BrokerScrip, Obtain VendorScrip, renewal and intent.
 //! No panic, and the rules of `scrip_fuzz::check_wallet_answer`: exchanges
 //! and intents keep the value held, and an order of BrokerScrip adds exactly
@@ -24,10 +24,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let wallet = world.wallet();
     let mut store = world.wallet_store();
-    for receipt in answer.receipts {
-        // Kept as they come, checked against the broker's log later.
-        let _ = wallet.keep_log_receipt(&mut store, receipt);
-    }
     for pending in world
         .wallet_pending
         .iter()
@@ -46,7 +42,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         };
         check_wallet_answer(&mut store, pending, gain, |store| {
             wallet
-                .handle_broker_response(store, pending.request_id, &answer.response)
+                .handle_broker_response(
+                    store,
+                    pending.request_id,
+                    &answer.response,
+                    &answer.receipts,
+                )
                 .map(drop)
         });
     }

@@ -299,13 +299,13 @@ fn send_to_broker(sim: &mut Sim, corpus: &mut Corpus, name: &str, pending: &Pend
     corpus.add_broker_answer(&[], name, &answer);
     let w = &mut sim.wallets[WALLET];
     w.wallet
-        .handle_broker_response(&mut w.store, pending.request_id, &answer.response)
+        .handle_broker_response(
+            &mut w.store,
+            pending.request_id,
+            &answer.response,
+            &answer.receipts,
+        )
         .expect("the wallet takes the broker's answer");
-    for receipt in answer.receipts {
-        w.wallet
-            .keep_log_receipt(&mut w.store, receipt)
-            .expect("keep receipt");
-    }
 }
 
 /// The broker's answer to `request` with its log receipts, as the broker node
