@@ -1,6 +1,7 @@
 //! A peer that floods the broker with requests is held to its share: beyond
-//! its in-flight limit its requests are dropped (closed streams), and a
-//! customer arriving meanwhile is served as if nobody else were there.
+//! its in-flight limit its requests are dropped (closed streams), a customer
+//! arriving meanwhile is served as if nobody else were there, and the
+//! flooder is served again once its flood is over.
 
 mod common;
 
@@ -76,12 +77,18 @@ async fn a_flooding_peer_is_held_to_its_share_and_others_are_served() {
         "the customer waited {served_in:?} behind the flood"
     );
     assert!(
-        answered > 0,
-        "the flooder is still served, within its share"
-    );
-    assert!(
         dropped > 0,
         "all {FLOOD} flood requests were worked on: no per-peer limit held"
+    );
+    // Held to a share, not shut out. (Its flood may have been answered in
+    // part, or not at all: past the streams one connection carries, Yamux
+    // closes the connection, whatever the broker's per-peer limit.)
+    let after = flooder
+        .request(broker_peer, vec![address], protocol::MERCHANTS, Vec::new())
+        .await;
+    assert!(
+        after.is_ok(),
+        "the flooder is not served after its flood: {after:?}"
     );
     eprintln!("flood: {answered} answered, {dropped} dropped; customer served in {served_in:?}");
 }
