@@ -1,6 +1,6 @@
 #![no_main]
-//! The merchant's side of settling: `Merchant::keep_log_receipts` and
-//! `Merchant::handle_payment_records_ack` on any broker answer, with two sales
+//! The merchant's side of settling: `Merchant::handle_payment_records_ack`
+//! (with the answer's log receipts) on any broker answer, with two sales
 //! queued. No panic; an answer it rejects changes nothing; one it takes is
 //! signed by the broker and clears exactly the records it acknowledges.
 
@@ -29,11 +29,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let merchant = world.merchant();
     let mut store = world.merchant_store(true);
-    // Receipts are kept as they come and checked against the log later.
-    let _ = merchant.keep_log_receipts(&mut store, &answer.receipts);
     let fingerprint = store.fingerprint().expect("fingerprint");
     let before = queued(&mut store);
-    let Ok(settlement) = merchant.handle_payment_records_ack(&mut store, &answer.response) else {
+    let Ok(settlement) =
+        merchant.handle_payment_records_ack(&mut store, &answer.response, &answer.receipts)
+    else {
         assert_eq!(
             store.fingerprint().expect("fingerprint"),
             fingerprint,

@@ -216,10 +216,7 @@ impl World {
         corpus.add_broker_answer(&[], "payment-records-ack", &answer);
         let m = &mut sim.merchants[MERCHANT];
         m.merchant
-            .keep_log_receipts(&mut m.store, &answer.receipts)
-            .expect("keep receipts");
-        m.merchant
-            .handle_payment_records_ack(&mut m.store, &answer.response)
+            .handle_payment_records_ack(&mut m.store, &answer.response, &answer.receipts)
             .expect("acknowledged");
 
         let unsent = make_unsent(&mut sim, &customer, &shop);

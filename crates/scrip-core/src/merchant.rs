@@ -485,7 +485,9 @@ impl Merchant {
         ))))
     }
 
-    /// Keeps the broker's log receipts, to verify later that its log still holds them.
+    /// Keeps the broker's log receipts of the merchant's registration, to
+    /// verify later that its log still holds them. (Those of payment records
+    /// come with their acknowledgement: [`Merchant::handle_payment_records_ack`].)
     pub fn keep_log_receipts(
         &self,
         store: &mut impl MerchantStore,
@@ -499,7 +501,9 @@ impl Merchant {
         Ok(())
     }
 
-    /// Clears the records the broker acknowledged (recorded or refused for good).
+    /// Clears the records the broker acknowledged (recorded or refused for
+    /// good), and keeps the broker's log receipts that came with the
+    /// acknowledgement in the same transaction.
     ///
     /// # Errors
     /// The broker's refusal of the whole batch, or [`Refusal::BadSignature`]
@@ -508,6 +512,7 @@ impl Merchant {
         &self,
         store: &mut impl MerchantStore,
         response: &BrokerResponse,
+        log_receipts: &[scrip_proto::msg::LogReceipt],
     ) -> Result<Settlement, Refusal> {
         let ack = match response {
             BrokerResponse::PaymentRecordsAck(ack) => ack,
@@ -546,6 +551,9 @@ impl Merchant {
                     settlement.refused.push((*scrip, refusal.clone()));
                 }
             }
+        }
+        for receipt in log_receipts {
+            tx.add_receipt(receipt)?;
         }
         tx.commit()?;
         Ok(settlement)

@@ -102,15 +102,11 @@ impl MerchantService {
             let settled = self
                 .blocking(move |service| {
                     let mut store = service.store.store();
-                    if let Err(refusal) = service
-                        .merchant
-                        .keep_log_receipts(&mut *store, &answer.receipts)
-                    {
-                        tracing::warn!(%refusal, "cannot keep the broker's log receipts");
-                    }
-                    service
-                        .merchant
-                        .handle_payment_records_ack(&mut *store, &answer.response)
+                    service.merchant.handle_payment_records_ack(
+                        &mut *store,
+                        &answer.response,
+                        &answer.receipts,
+                    )
                 })
                 .await?;
             match settled {

@@ -485,7 +485,7 @@ impl Sim {
             let m = &mut self.merchants[merchant];
             let settlement = m
                 .merchant
-                .handle_payment_records_ack(&mut m.store, &response)
+                .handle_payment_records_ack(&mut m.store, &response, &[])
                 .expect("acknowledgement");
             total.recorded += settlement.recorded;
             total.credited = total.credited.checked_add(settlement.credited).unwrap();

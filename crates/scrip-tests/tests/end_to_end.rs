@@ -468,3 +468,60 @@ fn a_wallet_keeps_the_log_receipt_of_its_request_and_no_other() {
         [WalletReceipt::Log(ours)]
     );
 }
+
+/// A merchant keeps the broker's log receipts of its payment records with
+/// the acknowledgement that clears them, and none with one it rejects.
+#[test]
+fn a_merchant_keeps_the_log_receipts_of_an_acknowledgement_it_takes() {
+    use scrip_core::store::{MerchantStore, MerchantTx};
+    use scrip_proto::msg::{BrokerResponse, LogReceipt};
+    use scrip_proto::{Refusal, RequestId};
+
+    let mut sim = Sim::new(14);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    sim.buy_item(wallet, tea, "green").unwrap();
+    let m = &mut sim.merchants[tea];
+    let batch = m
+        .merchant
+        .poll_payment_records(&mut m.store, 64)
+        .unwrap()
+        .expect("a record is queued");
+    let ack = sim.broker_call(&batch);
+    let receipt = LogReceipt {
+        request_id: RequestId([5; 16]),
+        leaf_index: 9,
+        leaf_hash: [3; 32],
+        checkpoint: b"a checkpoint".to_vec(),
+    };
+    let kept = |sim: &mut Sim| {
+        sim.merchants[tea]
+            .store
+            .begin()
+            .unwrap()
+            .receipts()
+            .unwrap()
+    };
+    let before = kept(&mut sim);
+
+    let m = &mut sim.merchants[tea];
+    let refused = BrokerResponse::Refused(Refusal::Unavailable);
+    assert!(m
+        .merchant
+        .handle_payment_records_ack(&mut m.store, &refused, std::slice::from_ref(&receipt))
+        .is_err());
+    assert_eq!(kept(&mut sim), before, "a rejected answer keeps nothing");
+
+    let m = &mut sim.merchants[tea];
+    let settled = m
+        .merchant
+        .handle_payment_records_ack(&mut m.store, &ack, std::slice::from_ref(&receipt))
+        .unwrap();
+    assert_eq!(settled.recorded, 1);
+    assert_eq!(kept(&mut sim), [before, vec![receipt]].concat());
+}
