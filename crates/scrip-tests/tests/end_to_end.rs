@@ -349,6 +349,20 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
     );
 }
 
+/// A merchant `tea` selling green tea at 0.002, and a wallet on `store` of
+/// an account of 100, holding 0.01 of tea's VendorScrip and BrokerScrip for
+/// the rest of 10.
+fn tea_customer(sim: &mut Sim, store: scrip_store_sqlite::SqliteWalletStore) -> (usize, usize) {
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let wallet = sim.add_wallet_with_store(store);
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    (tea, wallet)
+}
+
 /// A wallet settles each answer without waiting for the disk
 /// (`WalletStore::begin_settle`), having stored the request before it was
 /// sent. A power cut right after a purchase can leave the wallet as it was
@@ -362,13 +376,7 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wallet.db");
     let mut sim = Sim::new(12);
-    let alice = sim.open_account("alice", "100");
-    let shop = sim.open_account("shop", "0");
-    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
-    let wallet = sim.add_wallet_with_store(SqliteWalletStore::open(&path).unwrap());
-    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
-        .unwrap();
-    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    let (tea, wallet) = tea_customer(&mut sim, SqliteWalletStore::open(&path).unwrap());
     let purchase = sim
         .buy_unsent(wallet, tea, Purchase::Item("green".into()), "0.002")
         .unwrap();
@@ -478,13 +486,10 @@ fn a_merchant_keeps_the_log_receipts_of_an_acknowledgement_it_takes() {
     use scrip_proto::{Refusal, RequestId};
 
     let mut sim = Sim::new(14);
-    let alice = sim.open_account("alice", "100");
-    let shop = sim.open_account("shop", "0");
-    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
-    let wallet = sim.add_wallet();
-    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
-        .unwrap();
-    sim.obtain_vendor_scrip(wallet, tea, "0.01").unwrap();
+    let (tea, wallet) = tea_customer(
+        &mut sim,
+        scrip_store_sqlite::SqliteWalletStore::open_in_memory().unwrap(),
+    );
     sim.buy_item(wallet, tea, "green").unwrap();
     let m = &mut sim.merchants[tea];
     let batch = m
