@@ -259,6 +259,47 @@ mod tests {
     }
 
     #[test]
+    fn commits_after_opening_overwrite_the_write_ahead_log_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        let wal = dir.path().join("merchant.db-wal");
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        let reserved = std::fs::metadata(&wal).unwrap().len();
+        // SQLite's default: a checkpoint once the log holds 1000 frames of a 4 KiB page.
+        assert!(reserved >= 1000 * (4096 + 24), "{reserved} bytes");
+        for i in 0..50 {
+            let mut tx = store.begin().unwrap();
+            tx.queue_payment_record(&payment_record(scrip_id(i)))
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        assert_eq!(
+            std::fs::metadata(&wal).unwrap().len(),
+            reserved,
+            "the commits were written over the log's start, not appended"
+        );
+        assert_eq!(
+            store
+                .conn
+                .query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0))
+                .unwrap(),
+            2,
+            "commits wait for the disk again"
+        );
+        assert_eq!(
+            store
+                .begin()
+                .unwrap()
+                .queued_payment_records(100)
+                .unwrap()
+                .len(),
+            50
+        );
+        drop(store);
+        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
+    }
+
+    #[test]
     fn state_survives_closing_and_reopening_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merchant.db");
