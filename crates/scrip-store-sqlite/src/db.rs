@@ -219,16 +219,29 @@ fn reserve_wal(conn: &Connection, path: &Path, schema: &Schema) -> Result<(), St
         return Ok(());
     }
     // Each frame is the same page written again with the same value, which
-    // a concurrent migration by another process cannot make stale.
+    // a concurrent migration by another process cannot make stale. Opening
+    // a store never waits for a writer (see `migrate`): if another
+    // connection holds the write lock, the log is left as it is, and it
+    // grows by the commits themselves, as it did before.
     let write_frames = || -> rusqlite::Result<()> {
+        conn.busy_handler(None)?;
         run(conn, "PRAGMA synchronous=OFF")?;
         for _ in 0..frames {
-            conn.pragma_update(None, "application_id", schema.application_id)?;
+            match conn.pragma_update(None, "application_id", schema.application_id) {
+                Err(error)
+                    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+                {
+                    return Ok(())
+                }
+                written => written?,
+            }
         }
         Ok(())
     };
     let written = write_frames();
     restore_synchronous(conn).map_err(failed("cannot set synchronous mode"))?;
+    conn.busy_handler(Some(wait_for_lock))
+        .map_err(failed("cannot set busy handler"))?;
     written.map_err(failed("cannot prepare the write-ahead log"))
 }
 
@@ -746,6 +759,32 @@ mod tests {
             error.0.contains(&format!("schema version {newer}")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn opening_a_store_does_not_wait_for_another_connections_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        // Closed, the store leaves no write-ahead log: the next to open it
+        // would grow a new one.
+        drop(SqliteBrokerStore::open(&path).unwrap());
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let started = Instant::now();
+        let mut store = SqliteBrokerStore::open(&path)
+            .expect("a store opens while another connection holds the write lock");
+        // Well under BUSY_TIMEOUT: it did not wait for the lock to give up.
+        assert!(
+            started.elapsed() < BUSY_TIMEOUT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        store.begin_read().unwrap().log_size().unwrap();
+        holder.execute_batch("ROLLBACK").unwrap();
+        let mut tx = store.begin().expect("then writes as usual");
+        tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap();
+        tx.commit().unwrap();
     }
 
     #[test]
