@@ -31,6 +31,12 @@ fn wait_for_lock(earlier_calls: i32) -> bool {
     }
 }
 
+/// Makes `conn` wait for other writers with [`wait_for_lock`].
+fn wait_for_writers(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_handler(Some(wait_for_lock))
+        .map_err(failed("cannot set busy handler"))
+}
+
 /// Runs `operation` until it does not fail with "database is locked", pausing
 /// as [`wait_for_lock`] does, for at most [`BUSY_TIMEOUT`] in all.
 fn retry_while_busy<T>(
@@ -157,8 +163,7 @@ fn configure(
 ) -> Result<Connection, StoreError> {
     // The busy handler first, so that the pragmas and the migration below wait
     // for another process that is opening or writing the same file.
-    conn.busy_handler(Some(wait_for_lock))
-        .map_err(failed("cannot set busy handler"))?;
+    wait_for_writers(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if path.is_some() {
         // WAL lets readers and one writer proceed together, and survives a crash
@@ -240,8 +245,7 @@ fn reserve_wal(conn: &Connection, path: &Path, schema: &Schema) -> Result<(), St
     };
     let written = write_frames();
     restore_synchronous(conn).map_err(failed("cannot set synchronous mode"))?;
-    conn.busy_handler(Some(wait_for_lock))
-        .map_err(failed("cannot set busy handler"))?;
+    wait_for_writers(conn)?;
     written.map_err(failed("cannot prepare the write-ahead log"))
 }
 

@@ -11,6 +11,12 @@ pub(crate) fn pragma(path: &Path, name: &str) -> i64 {
         .expect("read pragma")
 }
 
+/// SQLite's `synchronous` level of a store's connection: 2 is FULL, 1 NORMAL.
+pub(crate) fn synchronous(conn: &rusqlite::Connection) -> i64 {
+    conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .expect("read synchronous")
+}
+
 /// Runs SQL on the file through a connection of its own: how tests corrupt rows.
 pub(crate) fn execute(path: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(path).expect("open database");

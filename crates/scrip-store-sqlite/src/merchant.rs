@@ -279,10 +279,7 @@ mod tests {
             "the commits were written over the log's start, not appended"
         );
         assert_eq!(
-            store
-                .conn
-                .query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0))
-                .unwrap(),
+            synchronous(&store.conn),
             2,
             "commits wait for the disk again"
         );

@@ -243,12 +243,6 @@ mod tests {
         }
     }
 
-    /// SQLite's `synchronous` level of the store's connection: 2 is FULL, 1 NORMAL.
-    fn synchronous(conn: &rusqlite::Connection) -> i64 {
-        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
-            .unwrap()
-    }
-
     #[test]
     fn only_a_settling_transaction_commits_without_waiting_for_the_disk() {
         // A request must be on disk before it is sent; only the answer that
