@@ -732,6 +732,8 @@ fn kills_lose_nothing_and_do_nothing_twice() {
         .and_then(|mut store| store.begin().and_then(|mut tx| tx.snapshot()))
         .expect("the broker's tables");
     let mut payments: BTreeMap<String, usize> = BTreeMap::new();
+    // The scrip each buy spent, by its request id.
+    let mut spent_by = BTreeMap::new();
     let mut paid = 0;
     let mut intents: BTreeMap<String, usize> = BTreeMap::new();
     let mut steps: BTreeMap<String, usize> = BTreeMap::new();
@@ -742,10 +744,12 @@ fn kills_lose_nothing_and_do_nothing_twice() {
         match event {
             BrokerEvent::PaymentRecorded {
                 buy_request,
+                scrip,
                 price: amount,
                 ..
             } => {
                 *payments.entry(buy_request.to_string()).or_default() += 1;
+                spent_by.insert(buy_request.to_string(), scrip);
                 paid += i128::from(amount.minor());
             }
             BrokerEvent::IntentRecorded {
@@ -848,8 +852,8 @@ fn kills_lose_nothing_and_do_nothing_twice() {
     for id in &delivered {
         let request: RequestId = id.parse().expect("a request id");
         assert!(
-            tx.stored_response(&request)
-                .expect("a stored response")
+            tx.stored_delivery(&spent_by[id], &request)
+                .expect("a stored delivery")
                 .is_some(),
             "the merchant has no delivery stored for buy {id}"
         );

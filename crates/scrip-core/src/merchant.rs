@@ -285,11 +285,14 @@ impl Merchant {
         }
     }
 
-    /// Buy item: validate locally, mark spent, mint change and queue the
-    /// payment record, in the group's transaction. The receipt is signed, and
-    /// the answer stored for retries, once the whole group has been through
-    /// ([`Merchant::deliver`]). A retry with the same request id and bytes
-    /// gets the same delivery, also within the group (`sales`).
+    /// Buy item: validate locally, mark spent and mint change, in the
+    /// group's transaction. The receipt is signed, the payment record queued
+    /// and the answer stored for retries once the whole group has been
+    /// through ([`Merchant::deliver`]). A sale is named by the scrip it spends and
+    /// its request id: a retry with the same scrip, request id and bytes gets
+    /// the same delivery, also within the group (`sales`); the same scrip and
+    /// id with other bytes is `RequestIdReused`; the same scrip under another
+    /// id is a double spend.
     fn buy(
         &self,
         tx: &mut impl MerchantTx,
@@ -300,7 +303,8 @@ impl Merchant {
     ) -> Result<Bought, Refusal> {
         let body = &request.body;
         let request_digest = digest(request);
-        if let Some(&earlier) = sales.by_request.get(&body.request_id) {
+        let scrip = body.scrip.body.id;
+        if let Some(earlier) = sales.of(&scrip, &body.request_id) {
             if sales.made[earlier].request_digest != request_digest {
                 return Err(Refusal::RequestIdReused {
                     request: body.request_id,
@@ -308,7 +312,7 @@ impl Merchant {
             }
             return Ok(Bought::Earlier(earlier));
         }
-        if let Some(stored) = tx.stored_response(&body.request_id)? {
+        if let Some(stored) = tx.stored_delivery(&scrip, &body.request_id)? {
             return Ok(Bought::Stored(replay(
                 tx,
                 self.id(),
@@ -364,7 +368,7 @@ impl Merchant {
         if tx.mark_spent(&spent.id(), spent.body.expiry)? == Spend::AlreadySpent {
             return Err(Refusal::DoubleSpend { scrip: spent.id() });
         }
-        let change = (!change_value.is_zero()).then(|| {
+        let change: Option<Scrip> = (!change_value.is_zero()).then(|| {
             Scrip::mint(
                 ScripBody {
                     kind: ScripKind::Vendor,
@@ -378,22 +382,21 @@ impl Merchant {
                 &self.licence.stamping_secret,
             )
         });
-        tx.queue_payment_record(&PaymentRecord {
-            buy: request.clone(),
-            change: change.as_ref().map(|c| c.body.clone()),
-            at: now,
-        })?;
         Ok(Sale {
-            request_id: body.request_id,
             request_digest,
             receipt: receipt_of(id, body, change.as_ref().map(Scrip::id), now),
+            record: PaymentRecord {
+                buy: request.clone(),
+                change: change.as_ref().map(|c| c.body.clone()),
+                at: now,
+            },
             content,
             change,
         })
     }
 
-    /// Signs the receipts of a group's sales at once, and stores each
-    /// delivery under its request id for retries, in the group.
+    /// Signs the receipts of a group's sales at once, and keeps each sale:
+    /// its payment record queued, its delivery stored for retries.
     fn deliver(
         &self,
         tx: &mut impl MerchantTx,
@@ -426,7 +429,7 @@ impl Merchant {
         let mut delivered = Vec::with_capacity(sales.len());
         for (leaf, sale) in (0..).zip(sales) {
             let item = ItemDelivered {
-                request_id: sale.request_id,
+                request_id: sale.record.buy.body.request_id,
                 content: sale.content,
                 change: sale.change,
                 receipt: BatchedReceipt {
@@ -438,8 +441,8 @@ impl Merchant {
             };
             // The bytes of a `StoredDelivery`, from the item's own fields.
             let stored = encode(&(number, &item.content, &item.change));
-            tx.store_response(
-                &sale.request_id,
+            tx.keep_sale(
+                &sale.record,
                 &StoredResponse {
                     request_digest: sale.request_digest,
                     response: stored,
@@ -699,31 +702,38 @@ enum Bought {
     Stored(ItemDelivered),
 }
 
-/// The sales made so far in a group, found by request id.
+/// The sales made so far in a group, found by the scrip they spent.
 #[derive(Default)]
 struct Sales {
     made: Vec<Sale>,
-    /// Ordered, not hashed: SipHash of a 16-byte id cost more than a few
+    /// Ordered, not hashed: SipHash of a 20-byte id cost more than a few
     /// comparisons in a group of hundreds, and a weaker hash would let
     /// customers choose colliding ids.
-    by_request: BTreeMap<RequestId, usize>,
+    by_scrip: BTreeMap<ScripId, usize>,
 }
 
 impl Sales {
     /// Adds `sale`; returns its index.
     fn push(&mut self, sale: Sale) -> usize {
         let index = self.made.len();
-        self.by_request.insert(sale.request_id, index);
+        self.by_scrip.insert(sale.receipt.scrip, index);
         self.made.push(sale);
         index
+    }
+
+    /// The index of the group's sale that spent `scrip` under `request`.
+    fn of(&self, scrip: &ScripId, request: &RequestId) -> Option<usize> {
+        let &index = self.by_scrip.get(scrip)?;
+        (self.made[index].receipt.request_id == *request).then_some(index)
     }
 }
 
 /// A sale made in a group, waiting for its receipt to be signed.
 struct Sale {
-    request_id: RequestId,
     request_digest: [u8; 32],
     receipt: MerchantReceipt,
+    /// Queued with the delivery, when the group's receipts are signed.
+    record: PaymentRecord,
     content: Vec<u8>,
     change: Option<Scrip>,
 }

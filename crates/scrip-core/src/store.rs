@@ -566,16 +566,21 @@ pub trait MerchantStore: GroupCommit {
 }
 
 /// One merchant transaction.
+///
+/// A sale is kept under the VendorScrip it spent: its spent mark, its
+/// queued payment record and its stored delivery are all found by that one
+/// id. A Buy spends exactly one scrip, so the scrip names the sale; keying
+/// everything by it leaves one randomly keyed index to write per sale (see
+/// PERFORMANCE.md, session 9).
 pub trait MerchantTx {
-    fn stored_response(
+    /// The delivery stored for the sale that spent `scrip` under `request`.
+    /// `None` if `scrip` is not spent, or was spent under another request
+    /// id (spending it again is then refused as a double spend).
+    fn stored_delivery(
         &mut self,
+        scrip: &ScripId,
         request: &RequestId,
     ) -> Result<Option<StoredResponse>, StoreError>;
-    fn store_response(
-        &mut self,
-        request: &RequestId,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError>;
     /// Keeps a group's signed receipt batch and the hashes of its leaves,
     /// once for the whole group, so that a retry's inclusion proof can be
     /// rebuilt; returns the batch's number for [`receipt_batch`](Self::receipt_batch).
@@ -588,10 +593,20 @@ pub trait MerchantTx {
     fn receipt_batch(&mut self, number: u64) -> Result<Option<ReceiptBatchRow>, StoreError>;
     /// Marks a VendorScrip id spent: insert-or-fail.
     fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError>;
-    /// Queues a payment record for the broker, keyed by the spent scrip id.
-    fn queue_payment_record(&mut self, record: &PaymentRecord) -> Result<(), StoreError>;
+    /// Keeps a sale: queues its payment record for the broker and stores its
+    /// delivery for retries, both under the scrip it spent (the record's
+    /// Buy names it, and its request id). The scrip must be marked spent,
+    /// and its sale not kept yet; otherwise this is an error, and the
+    /// transaction must not be committed.
+    fn keep_sale(
+        &mut self,
+        record: &PaymentRecord,
+        delivery: &StoredResponse,
+    ) -> Result<(), StoreError>;
     /// The oldest queued records, at most `limit`.
     fn queued_payment_records(&mut self, limit: usize) -> Result<Vec<PaymentRecord>, StoreError>;
+    /// Takes the record of `scrip` off the queue. A scrip that is not queued
+    /// is no error: acknowledgements may repeat.
     fn dequeue_payment_record(&mut self, scrip: &ScripId) -> Result<(), StoreError>;
     /// Keeps a broker log receipt (for a registration or a payment record).
     fn add_receipt(&mut self, receipt: &scrip_proto::msg::LogReceipt) -> Result<(), StoreError>;

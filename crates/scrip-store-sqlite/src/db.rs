@@ -341,19 +341,8 @@ pub(crate) fn stored_response(
                 .optional()
         })
         .map_err(failed("cannot read stored response"))?;
-    row.map(|(digest, response, leaf)| {
-        Ok(StoredResponse {
-            request_digest: digest_from_stored(&digest)?,
-            response,
-            leaf: leaf
-                .map(|l| {
-                    u64::try_from(l)
-                        .map_err(|_| StoreError("corrupt leaf index in responses".into()))
-                })
-                .transpose()?,
-        })
-    })
-    .transpose()
+    row.map(|(digest, response, leaf)| response_from_stored(digest, response, leaf))
+        .transpose()
 }
 
 /// Stores the response to `request` in the `responses` table; an id answered before is an error, since
@@ -376,6 +365,22 @@ pub(crate) fn store_response(
     })
     .map(drop)
     .map_err(failed("cannot store response"))
+}
+
+/// A stored response from the columns it is stored in: the request's
+/// digest, the response's bytes and its leaf.
+pub(crate) fn response_from_stored(
+    digest: Vec<u8>,
+    response: Vec<u8>,
+    leaf: Option<i64>,
+) -> Result<StoredResponse, StoreError> {
+    Ok(StoredResponse {
+        request_digest: digest_from_stored(&digest)?,
+        response,
+        leaf: leaf
+            .map(|l| u64::try_from(l).map_err(|_| StoreError::corrupt("leaf index of a response")))
+            .transpose()?,
+    })
 }
 
 /// Runs an insert-or-nothing statement and says whether it inserted.
@@ -836,7 +841,10 @@ mod tests {
                     barrier.wait();
                     let mut store = SqliteMerchantStore::open(&path)?;
                     let mut tx = store.begin()?;
-                    tx.queue_payment_record(&payment_record(scrip_id(1)))?;
+                    // The first sells; the others find the scrip spent.
+                    if tx.mark_spent(&scrip_id(1), NOW)? == Spend::Fresh {
+                        tx.keep_sale(&payment_record(scrip_id(1)), &response(1))?;
+                    }
                     tx.commit()
                 })
             })

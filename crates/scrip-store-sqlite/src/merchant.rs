@@ -2,8 +2,8 @@
 
 use rusqlite::{params, OptionalExtension};
 use scrip_core::store::{
-    decode_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend, StoreError, StoredAsI64,
-    StoredResponse,
+    decode_stored, request_id_from_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend,
+    StoreError, StoredAsI64, StoredResponse,
 };
 use scrip_proto::crypto::Signed;
 use scrip_proto::msg::{PaymentRecord, ReceiptBatch};
@@ -21,6 +21,7 @@ pub(crate) const SCHEMA: Schema = Schema {
         MIGRATION_3,
         MIGRATION_4,
         MIGRATION_5,
+        MIGRATION_6,
     ],
 };
 
@@ -94,6 +95,46 @@ CREATE TABLE receipt_batches (
 ) STRICT;
 ";
 
+/// Every part of a sale is found by the scrip it spent, so a sale writes
+/// one randomly keyed index, the spent set's, instead of three (the spent
+/// set, the responses' request ids and the outbox's scrip ids): at 100,000
+/// sales on file a group of 256 wrote about 790 pages, and writes about 310
+/// now (PERFORMANCE.md, session 9). A spent row names its queued payment
+/// record (`queued`) and its stored delivery (`delivery`), and both are
+/// appended to tables in order of their sequence numbers.
+///
+/// The outbox keeps each record's scrip, unindexed: a record is dequeued
+/// through its spent row and only if the row it names is still that scrip's,
+/// since the sequence numbers of a queue emptied to its end are used again.
+/// Records queued before are linked to their spent rows here; one whose
+/// scrip was not marked spent (no sale queues such a record) is marked now,
+/// with an expiry of 0 for unknown, as SQL cannot read it from the record.
+/// Responses stored before stay in `responses`, where retries of those
+/// sales find them by request id.
+const MIGRATION_6: &str = "
+ALTER TABLE spent ADD COLUMN queued INTEGER;
+ALTER TABLE spent ADD COLUMN delivery INTEGER;
+INSERT INTO spent (id, expiry, queued) SELECT scrip, 0, seq FROM outbox WHERE true
+    ON CONFLICT (id) DO UPDATE SET queued = excluded.queued;
+
+CREATE TABLE outbox_unindexed (
+    seq INTEGER PRIMARY KEY,
+    scrip BLOB NOT NULL,
+    record BLOB NOT NULL
+) STRICT;
+INSERT INTO outbox_unindexed (seq, scrip, record) SELECT seq, scrip, record FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_unindexed RENAME TO outbox;
+
+CREATE TABLE deliveries (
+    seq INTEGER PRIMARY KEY,
+    request_id BLOB NOT NULL,
+    request_digest BLOB NOT NULL,
+    response BLOB NOT NULL,
+    leaf INTEGER
+) STRICT;
+";
+
 crate::db::sqlite_store!(
     /// A merchant's [`MerchantStore`] in one SQLite file.
     ///
@@ -107,19 +148,50 @@ crate::db::sqlite_store!(
 );
 
 impl MerchantTx for SqliteMerchantTx<'_> {
-    fn stored_response(
+    fn stored_delivery(
         &mut self,
+        scrip: &ScripId,
         request: &RequestId,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        db::stored_response(&mut self.tx, request)
-    }
-
-    fn store_response(
-        &mut self,
-        request: &RequestId,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        db::store_response(&mut self.tx, request, response)
+        type Row = (
+            Option<i64>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<i64>,
+        );
+        let row: Option<Row> = self
+            .tx
+            .statement(
+                "SELECT s.delivery, d.request_id, d.request_digest, d.response, d.leaf
+                 FROM spent s LEFT JOIN deliveries d ON d.seq = s.delivery WHERE s.id = ?1",
+            )
+            .and_then(|statement| {
+                statement
+                    .query_row([scrip.to_key()], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    })
+                    .optional()
+            })
+            .map_err(failed("cannot read stored delivery"))?;
+        match row {
+            None => Ok(None),
+            // Sold before deliveries were kept by scrip (migration 6).
+            Some((None, ..)) => db::stored_response(&mut self.tx, request),
+            Some((Some(_), Some(sold_to), Some(digest), Some(response), leaf)) => {
+                if request_id_from_stored(&sold_to)? != *request {
+                    return Ok(None);
+                }
+                db::response_from_stored(digest, response, leaf).map(Some)
+            }
+            Some((Some(_), ..)) => Err(StoreError::corrupt("delivery of a spent scrip")),
+        }
     }
 
     fn store_receipt_batch(
@@ -177,22 +249,58 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         )
     }
 
-    /// Queuing a record for a scrip already queued replaces the record and
-    /// keeps its place in the queue.
-    fn queue_payment_record(&mut self, record: &PaymentRecord) -> Result<(), StoreError> {
-        self.tx
+    fn keep_sale(
+        &mut self,
+        record: &PaymentRecord,
+        delivery: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        const CANNOT: &str = "cannot keep sale";
+        let buy = &record.buy.body;
+        let scrip = buy.scrip.body.id.to_key();
+        let leaf = delivery
+            .leaf
+            .map(|leaf| {
+                i64::try_from(leaf)
+                    .map_err(|_| StoreError(format!("leaf index {leaf} is too large to store")))
+            })
+            .transpose()?;
+        let queued = self
+            .tx
+            .statement("INSERT INTO outbox (scrip, record) VALUES (?1, ?2)")
+            .and_then(|statement| statement.insert(params![scrip, scrip_proto::encode(record)]))
+            .map_err(failed(CANNOT))?;
+        let delivered = self
+            .tx
             .statement(
-                "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)
-                 ON CONFLICT (scrip) DO UPDATE SET record = excluded.record",
+                "INSERT INTO deliveries (request_id, request_digest, response, leaf)
+                 VALUES (?1, ?2, ?3, ?4)",
             )
             .and_then(|statement| {
-                statement.execute(params![
-                    record.buy.body.scrip.body.id.to_key(),
-                    scrip_proto::encode(record)
+                statement.insert(params![
+                    buy.request_id.as_bytes(),
+                    delivery.request_digest,
+                    delivery.response,
+                    leaf
                 ])
             })
-            .map(drop)
-            .map_err(failed("cannot queue payment record"))
+            .map_err(failed(CANNOT))?;
+        // The spent row was written by `mark_spent` in this transaction, so
+        // its page is written once, at the commit, for both.
+        let linked = self
+            .tx
+            .statement(
+                "UPDATE spent SET queued = ?2, delivery = ?3
+                 WHERE id = ?1 AND queued IS NULL AND delivery IS NULL",
+            )
+            .and_then(|statement| statement.execute(params![scrip, queued, delivered]))
+            .map_err(failed(CANNOT))?;
+        if linked == 0 {
+            return Err(StoreError(format!(
+                "cannot keep the sale of {}: the scrip is not marked spent, or its sale is kept already",
+                buy.scrip.body.id
+            )));
+        }
+        Ok(())
     }
 
     fn queued_payment_records(&mut self, limit: usize) -> Result<Vec<PaymentRecord>, StoreError> {
@@ -211,10 +319,12 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .collect()
     }
 
-    /// Dequeuing a scrip that is not queued does nothing: acknowledgements may repeat.
     fn dequeue_payment_record(&mut self, scrip: &ScripId) -> Result<(), StoreError> {
         self.tx
-            .prepare_cached("DELETE FROM outbox WHERE scrip = ?1")
+            .prepare_cached(
+                "DELETE FROM outbox
+                 WHERE seq = (SELECT queued FROM spent WHERE id = ?1) AND scrip = ?1",
+            )
             .and_then(|mut statement| statement.execute([scrip.to_key()]))
             .map(drop)
             .map_err(failed("cannot dequeue payment record"))
@@ -258,6 +368,14 @@ mod tests {
             .collect()
     }
 
+    /// A sale of `scrip_id(n)` under `request_id(n)`: the scrip marked
+    /// spent, its payment record queued and `response(n)` stored.
+    fn sell(tx: &mut SqliteMerchantTx<'_>, n: u8) {
+        let scrip = scrip_id(n.into());
+        assert_eq!(tx.mark_spent(&scrip, NOW).unwrap(), Spend::Fresh);
+        tx.keep_sale(&payment_record(scrip), &response(n)).unwrap();
+    }
+
     #[test]
     fn commits_after_opening_overwrite_the_write_ahead_log_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -269,8 +387,7 @@ mod tests {
         assert!(reserved >= 1000 * (4096 + 24), "{reserved} bytes");
         for i in 0..50 {
             let mut tx = store.begin().unwrap();
-            tx.queue_payment_record(&payment_record(scrip_id(i)))
-                .unwrap();
+            sell(&mut tx, i);
             tx.commit().unwrap();
         }
         assert_eq!(
@@ -303,11 +420,8 @@ mod tests {
         {
             let mut store = SqliteMerchantStore::open(&path).unwrap();
             let mut tx = store.begin().unwrap();
-            tx.store_response(&request_id(1), &response(1)).unwrap();
-            assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
-            for id in [5, 3, 9] {
-                tx.queue_payment_record(&payment_record(scrip_id(id)))
-                    .unwrap();
+            for id in [1, 5, 3, 9] {
+                sell(&mut tx, id);
             }
             tx.commit().unwrap();
             assert_owner_only(&path);
@@ -321,7 +435,7 @@ mod tests {
             let mut store = SqliteMerchantStore::open(&path).unwrap();
             let mut tx = store.begin().unwrap();
             assert_eq!(
-                tx.stored_response(&request_id(1)).unwrap(),
+                tx.stored_delivery(&scrip_id(1), &request_id(1)).unwrap(),
                 Some(response(1))
             );
             assert_eq!(
@@ -329,7 +443,7 @@ mod tests {
                 Spend::AlreadySpent
             );
             assert_eq!(
-                tx.queued_payment_records(10).unwrap()[0],
+                tx.queued_payment_records(10).unwrap()[1],
                 payment_record(scrip_id(5))
             );
             tx.dequeue_payment_record(&scrip_id(3)).unwrap();
@@ -337,7 +451,10 @@ mod tests {
         }
         let mut store = SqliteMerchantStore::open(&path).unwrap();
         let mut tx = store.begin().unwrap();
-        assert_eq!(queued_ids(&mut tx, 10), vec![scrip_id(5), scrip_id(9)]);
+        assert_eq!(
+            queued_ids(&mut tx, 10),
+            vec![scrip_id(1), scrip_id(5), scrip_id(9)]
+        );
     }
 
     #[test]
@@ -380,8 +497,7 @@ mod tests {
             Spend::AlreadySpent
         );
         assert_eq!(tx.mark_spent(&scrip_id(2), NOW).unwrap(), Spend::Fresh);
-        tx.queue_payment_record(&payment_record(scrip_id(7)))
-            .unwrap();
+        sell(&mut tx, 7);
         assert_eq!(
             queued_ids(&mut tx, 10),
             vec![scrip_id(5), scrip_id(3), scrip_id(7)]
@@ -437,15 +553,132 @@ mod tests {
         let mut store = SqliteMerchantStore::open_in_memory().unwrap();
         {
             let mut tx = store.begin().unwrap();
-            tx.store_response(&request_id(1), &response(1)).unwrap();
-            assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
-            tx.queue_payment_record(&payment_record(scrip_id(1)))
-                .unwrap();
+            sell(&mut tx, 1);
         }
         let mut tx = store.begin().unwrap();
-        assert_eq!(tx.stored_response(&request_id(1)).unwrap(), None);
+        assert_eq!(
+            tx.stored_delivery(&scrip_id(1), &request_id(1)).unwrap(),
+            None
+        );
         assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
         assert!(tx.queued_payment_records(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_sale_is_kept_once_and_found_by_the_scrip_spent_and_the_request_id() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        let not_spent = tx
+            .keep_sale(&payment_record(scrip_id(1)), &response(1))
+            .unwrap_err();
+        assert!(not_spent.0.contains("not marked spent"), "{not_spent}");
+        drop(tx);
+        let mut tx = store.begin().unwrap();
+        sell(&mut tx, 1);
+        let kept = tx
+            .keep_sale(&payment_record(scrip_id(1)), &response(1))
+            .unwrap_err();
+        assert!(kept.0.contains("kept already"), "{kept}");
+        drop(tx);
+        let mut tx = store.begin().unwrap();
+        sell(&mut tx, 1);
+        tx.mark_spent(&scrip_id(2), NOW).unwrap();
+        tx.commit().unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.stored_delivery(&scrip_id(1), &request_id(1)).unwrap(),
+            Some(response(1))
+        );
+        // Spent under another request id, spent with no delivery, not spent.
+        assert_eq!(
+            tx.stored_delivery(&scrip_id(1), &request_id(2)).unwrap(),
+            None
+        );
+        assert_eq!(
+            tx.stored_delivery(&scrip_id(2), &request_id(1)).unwrap(),
+            None
+        );
+        assert_eq!(
+            tx.stored_delivery(&scrip_id(3), &request_id(1)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_repeated_acknowledgement_leaves_a_later_record_queued() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        sell(&mut tx, 1);
+        tx.dequeue_payment_record(&scrip_id(1)).unwrap();
+        // The queue was emptied, so this record takes the first one's place number.
+        sell(&mut tx, 2);
+        tx.dequeue_payment_record(&scrip_id(1)).unwrap();
+        assert_eq!(queued_ids(&mut tx, 10), vec![scrip_id(2)]);
+    }
+
+    #[test]
+    fn a_file_of_schema_version_5_keeps_its_responses_and_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            for migration in &SCHEMA.migrations[..5] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "application_id", SCHEMA.application_id)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            for id in [1, 2] {
+                conn.execute(
+                    "INSERT INTO spent (id, expiry) VALUES (?1, ?2)",
+                    params![scrip_id(id).to_key(), NOW.to_stored().unwrap()],
+                )
+                .unwrap();
+            }
+            let response = response(1);
+            conn.execute(
+                "INSERT INTO responses VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    request_id(1).as_bytes(),
+                    response.request_digest,
+                    response.response,
+                    response.leaf.map(|leaf| leaf as i64)
+                ],
+            )
+            .unwrap();
+            // Queued: scrip 2, and 3, which was never marked spent.
+            for id in [2, 3] {
+                conn.execute(
+                    "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)",
+                    params![
+                        scrip_id(id).to_key(),
+                        scrip_proto::encode(&payment_record(scrip_id(id)))
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.stored_delivery(&scrip_id(1), &request_id(1)).unwrap(),
+            Some(response(1)),
+            "a retry of a sale made before finds its response"
+        );
+        assert_eq!(
+            tx.mark_spent(&scrip_id(3), NOW).unwrap(),
+            Spend::AlreadySpent
+        );
+        sell(&mut tx, 4);
+        assert_eq!(
+            queued_ids(&mut tx, 10),
+            vec![scrip_id(2), scrip_id(3), scrip_id(4)]
+        );
+        tx.dequeue_payment_record(&scrip_id(3)).unwrap();
+        tx.dequeue_payment_record(&scrip_id(2)).unwrap();
+        assert_eq!(queued_ids(&mut tx, 10), vec![scrip_id(4)]);
     }
 
     #[test]
@@ -507,26 +740,23 @@ mod tests {
         let mut store = SqliteMerchantStore::open_in_memory().unwrap();
         let mut tx = store.begin().unwrap();
         for id in [5, 3, 9, 1] {
-            tx.queue_payment_record(&payment_record(scrip_id(id)))
-                .unwrap();
+            sell(&mut tx, id);
         }
         assert_eq!(queued_ids(&mut tx, 2), vec![scrip_id(5), scrip_id(3)]);
         assert_eq!(queued_ids(&mut tx, 0), vec![]);
-        // Queuing again keeps the record's place; dequeuing an unknown id does nothing.
-        tx.queue_payment_record(&payment_record(scrip_id(5)))
-            .unwrap();
+        // Dequeuing an unknown id, or one dequeued already, does nothing.
         tx.dequeue_payment_record(&scrip_id(42)).unwrap();
+        tx.dequeue_payment_record(&scrip_id(3)).unwrap();
         tx.dequeue_payment_record(&scrip_id(3)).unwrap();
         assert_eq!(
             queued_ids(&mut tx, usize::MAX),
             vec![scrip_id(5), scrip_id(9), scrip_id(1)]
         );
+        sell(&mut tx, 7);
         tx.dequeue_payment_record(&scrip_id(5)).unwrap();
-        tx.queue_payment_record(&payment_record(scrip_id(5)))
-            .unwrap();
         assert_eq!(
             queued_ids(&mut tx, usize::MAX),
-            vec![scrip_id(9), scrip_id(1), scrip_id(5)]
+            vec![scrip_id(9), scrip_id(1), scrip_id(7)]
         );
     }
 
@@ -539,13 +769,34 @@ mod tests {
                 "INSERT INTO outbox (scrip, record) VALUES (x'01', x'0102');
                  INSERT INTO responses VALUES (zeroblob(16), x'01', x'', NULL);
                  INSERT INTO receipt_batches VALUES (1, x'01', zeroblob(32));
-                 INSERT INTO receipt_batches VALUES (2, x'', zeroblob(33));",
+                 INSERT INTO receipt_batches VALUES (2, x'', zeroblob(33));
+                 INSERT INTO deliveries VALUES (1, x'01', zeroblob(32), x'', 0);
+                 INSERT INTO deliveries VALUES (2, zeroblob(16), zeroblob(32), x'', -1);",
             )
             .unwrap();
+        let spent = |id: u64, delivery: Option<i64>| {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO spent (id, expiry, delivery) VALUES (?1, 0, ?2)",
+                    params![scrip_id(id).to_key(), delivery],
+                )
+                .unwrap();
+        };
+        // Sold before migration 6, with a corrupt response; a delivery that
+        // is not there; a request id and a leaf out of shape.
+        spent(1, None);
+        spent(2, Some(9));
+        spent(3, Some(1));
+        spent(4, Some(2));
         let mut tx = store.begin().unwrap();
+        let zero = RequestId([0; 16]);
         for error in [
             tx.queued_payment_records(1).unwrap_err(),
-            tx.stored_response(&RequestId([0; 16])).unwrap_err(),
+            tx.stored_delivery(&scrip_id(1), &zero).unwrap_err(),
+            tx.stored_delivery(&scrip_id(2), &zero).unwrap_err(),
+            tx.stored_delivery(&scrip_id(3), &zero).unwrap_err(),
+            tx.stored_delivery(&scrip_id(4), &zero).unwrap_err(),
             tx.receipt_batch(1).unwrap_err(),
             tx.receipt_batch(2).unwrap_err(),
         ] {

@@ -241,7 +241,9 @@ scrip_tests::on_each_backend!(
 /// Under load a merchant answers many buys with one group commit and one
 /// signature: every receipt of the group is a leaf of the same signed batch.
 /// A retry of a buy, in the same group or a later one, gets the same
-/// delivery; a different buy under a used request id is refused.
+/// delivery; other bytes under a used request id, spending the same scrip,
+/// are refused; another scrip under a used request id is another sale (a
+/// Buy is named by the scrip it spends and its request id).
 #[test]
 fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
     use scrip_proto::crypto::Proved;
@@ -274,14 +276,15 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
     };
     let mut group: Vec<_> = (0..5).map(|_| buy(&mut sim)).collect();
     group.push(group[1].clone());
-    let MerchantRequest::Buy(mut reused) = buy(&mut sim) else {
+    let MerchantRequest::Buy(first) = group[0].clone() else {
         unreachable!()
     };
-    let MerchantRequest::Buy(first) = &group[0] else {
-        unreachable!()
-    };
-    reused.body.request_id = first.body.request_id;
-    group.push(MerchantRequest::Buy(reused));
+    let mut altered = first.body.clone();
+    altered.price = amount("0.003");
+    let secret = licence
+        .customer_master
+        .customer_secret(&altered.scrip.body.cust_id);
+    group.push(MerchantRequest::Buy(Proved::prove(altered, &secret)));
     // A second spend of the fourth buy's scrip, under a request id of its own.
     let MerchantRequest::Buy(fourth) = &group[3] else {
         unreachable!()
@@ -294,6 +297,15 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
         .customer_secret(&double.scrip.body.cust_id);
     group.push(MerchantRequest::Buy(Proved::prove(double, &secret)));
     group.push(buy(&mut sim));
+    let MerchantRequest::Buy(another) = buy(&mut sim) else {
+        unreachable!()
+    };
+    let mut another = another.body;
+    another.request_id = first.body.request_id;
+    let secret = licence
+        .customer_master
+        .customer_secret(&another.scrip.body.cust_id);
+    group.push(MerchantRequest::Buy(Proved::prove(another, &secret)));
 
     let m = &mut sim.merchants[tea];
     let answers = m
@@ -309,7 +321,7 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
         })
         .collect();
     let batch = &delivered[0].receipt.batch;
-    assert_eq!(batch.body.size, 6, "one leaf per sale, not per retry");
+    assert_eq!(batch.body.size, 7, "one leaf per sale, not per retry");
     let sales = delivered[..5].iter().chain(&delivered[6..]);
     for (leaf, d) in sales.enumerate() {
         assert_eq!(&d.receipt.batch, batch, "one signature for the group");
@@ -338,14 +350,28 @@ fn a_group_of_buys_shares_one_signed_batch_of_receipts() {
             .queued_payment_records(100)
             .unwrap()
     };
-    assert_eq!(queued.len(), 6, "one payment record per sale");
+    assert_eq!(queued.len(), 7, "one payment record per sale");
+    assert_eq!(
+        delivered[7].request_id, delivered[0].request_id,
+        "another scrip under a used request id"
+    );
+    assert_ne!(
+        delivered[7].receipt.receipt.scrip,
+        delivered[0].receipt.receipt.scrip
+    );
     let again = m
         .merchant
-        .answer_group(&mut m.store, sim.now, &mut sim.rng, &group[2..3]);
+        .answer_group(&mut m.store, sim.now, &mut sim.rng, &group[2..8]);
+    let retried: Vec<_> = delivered[2..6]
+        .iter()
+        .cloned()
+        .map(MerchantResponse::ItemDelivered)
+        .collect();
+    assert_eq!(&again[..4], &retried[..], "retries in a later group");
     assert_eq!(
-        again,
-        vec![MerchantResponse::ItemDelivered(delivered[2].clone())],
-        "a retry in a later group"
+        &again[4..],
+        &answers[6..8],
+        "the same refusals in a later group"
     );
 }
 

@@ -862,7 +862,9 @@ fn a_retry_of_a_sale_that_left_no_change_gets_the_same_delivery() {
 #[test]
 fn a_delivery_stored_whole_by_an_earlier_build_is_replayed_to_a_retry() {
     // Earlier builds stored each delivery whole, receipt batch and proof
-    // included, with no leaf; a retry after the upgrade still gets it.
+    // included, with no leaf, under its request id alone (in `responses`,
+    // before migration 6 kept sales under their scrip); a retry after the
+    // upgrade still gets it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("merchant.db");
     let mut sim = Sim::new(9);
@@ -882,12 +884,18 @@ fn a_delivery_stored_whole_by_an_earlier_build_is_replayed_to_a_retry() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     let rewritten = conn
         .execute(
-            "UPDATE responses SET response = ?1, leaf = NULL WHERE request_id = ?2",
+            "INSERT INTO responses (request_id, request_digest, response, leaf)
+             SELECT request_id, request_digest, ?1, NULL FROM deliveries WHERE request_id = ?2",
             rusqlite::params![encode(delivered), delivered.request_id.as_bytes()],
         )
         .unwrap();
     assert_eq!(rewritten, 1);
-    conn.execute("DELETE FROM receipt_batches", []).unwrap();
+    conn.execute_batch(
+        "UPDATE spent SET delivery = NULL;
+         DELETE FROM deliveries;
+         DELETE FROM receipt_batches;",
+    )
+    .unwrap();
     assert_eq!(sim.merchant_bytes(tea, &purchase.buy.request), first);
 }
 
