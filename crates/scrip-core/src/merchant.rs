@@ -312,22 +312,24 @@ impl Merchant {
             }
             return Ok(Bought::Earlier(earlier));
         }
-        if let Some(stored) = tx.stored_delivery(&scrip, &body.request_id)? {
-            return Ok(Bought::Stored(replay(
-                tx,
-                self.id(),
-                stored,
-                &request_digest,
-                body,
-            )?));
+        // A retry of a sale answered by an earlier group is refused by the
+        // sale's checks (its scrip is spent now, or has expired, or the
+        // catalog has changed), and only then looked for: a new sale, the
+        // common case, reads nothing more than its spent mark.
+        match self.sell(tx, now, rng, request, request_digest) {
+            Ok(sale) => Ok(Bought::New(sale)),
+            Err(Refusal::Unavailable) => Err(Refusal::Unavailable),
+            Err(refusal) => match tx.stored_delivery(&scrip, &body.request_id)? {
+                Some(stored) => Ok(Bought::Stored(replay(
+                    tx,
+                    self.id(),
+                    stored,
+                    &request_digest,
+                    body,
+                )?)),
+                None => Err(refusal),
+            },
         }
-        Ok(Bought::New(self.sell(
-            tx,
-            now,
-            rng,
-            request,
-            request_digest,
-        )?))
     }
 
     /// The checks and changes of one sale, in `tx`. Every refusal comes
