@@ -860,6 +860,24 @@ fn a_retry_of_a_sale_that_left_no_change_gets_the_same_delivery() {
 }
 
 #[test]
+fn a_retry_after_the_scrip_expired_gets_the_same_delivery() {
+    // The merchant looks for a stored sale when a Buy is refused: a retry
+    // is refused by the spent set, or here, first, by the scrip's expiry.
+    let mut sim = Sim::new(11);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let tea = sim.add_merchant("tea", &[("green", "0.002")], &shop);
+    let purchase = green_tea_bought_unsent(&mut sim, &alice, tea, "0.01");
+    let first = sim.merchant_bytes(tea, &purchase.buy.request);
+    assert!(
+        matches!(first, MerchantResponse::ItemDelivered(_)),
+        "not delivered: {first:?}"
+    );
+    sim.advance(400 * 24 * 3600);
+    assert_eq!(sim.merchant_bytes(tea, &purchase.buy.request), first);
+}
+
+#[test]
 fn a_delivery_stored_whole_by_an_earlier_build_is_replayed_to_a_retry() {
     // Earlier builds stored each delivery whole, receipt batch and proof
     // included, with no leaf, under its request id alone (in `responses`,
