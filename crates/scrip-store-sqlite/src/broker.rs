@@ -143,13 +143,7 @@ type AccountColumns = (i64, String, String, Option<Vec<u8>>, i64);
 const ACCOUNT_COLUMNS: &str = "number, name, pin_hash, account_key, opened_at";
 
 fn account_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountColumns> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
+    AccountColumns::try_from(row)
 }
 
 fn account_from_columns(

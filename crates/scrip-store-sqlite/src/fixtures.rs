@@ -17,6 +17,27 @@ pub(crate) fn synchronous(conn: &rusqlite::Connection) -> i64 {
         .expect("read synchronous")
 }
 
+/// A database file as a build that knew only the first `version`
+/// migrations of `schema` left it, and a connection to it, for tests of
+/// the migrations that follow.
+pub(crate) fn file_at_version(
+    path: &Path,
+    schema: &crate::db::Schema,
+    version: usize,
+) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open database");
+    conn.execute_batch("PRAGMA journal_mode = WAL")
+        .expect("WAL");
+    for migration in &schema.migrations[..version] {
+        conn.execute_batch(migration).expect("migrate");
+    }
+    conn.pragma_update(None, "application_id", schema.application_id)
+        .expect("application id");
+    conn.pragma_update(None, "user_version", version)
+        .expect("version");
+    conn
+}
+
 /// Runs SQL on the file through a connection of its own: how tests corrupt rows.
 pub(crate) fn execute(path: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(path).expect("open database");

@@ -153,14 +153,14 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         scrip: &ScripId,
         request: &RequestId,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        type Row = (
+        type Columns = (
             Option<i64>,
             Option<Vec<u8>>,
             Option<Vec<u8>>,
             Option<Vec<u8>>,
             Option<i64>,
         );
-        let row: Option<Row> = self
+        let row: Option<Columns> = self
             .tx
             .statement(
                 "SELECT s.delivery, d.request_id, d.request_digest, d.response, d.leaf
@@ -168,15 +168,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             )
             .and_then(|statement| {
                 statement
-                    .query_row([scrip.to_key()], |row| {
-                        Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
-                        ))
-                    })
+                    .query_row([scrip.to_key()], |row| Columns::try_from(row))
                     .optional()
             })
             .map_err(failed("cannot read stored delivery"))?;
@@ -462,14 +454,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merchant.db");
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-            for migration in &SCHEMA.migrations[..3] {
-                conn.execute_batch(migration).unwrap();
-            }
-            conn.pragma_update(None, "application_id", SCHEMA.application_id)
-                .unwrap();
-            conn.pragma_update(None, "user_version", 3).unwrap();
+            let conn = file_at_version(&path, &SCHEMA, 3);
             conn.execute(
                 "INSERT INTO spent (id, expiry) VALUES (?1, ?2)",
                 params![scrip_id(1).to_key(), NOW.to_stored().unwrap()],
@@ -621,14 +606,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merchant.db");
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-            for migration in &SCHEMA.migrations[..5] {
-                conn.execute_batch(migration).unwrap();
-            }
-            conn.pragma_update(None, "application_id", SCHEMA.application_id)
-                .unwrap();
-            conn.pragma_update(None, "user_version", 5).unwrap();
+            let conn = file_at_version(&path, &SCHEMA, 5);
             for id in [1, 2] {
                 conn.execute(
                     "INSERT INTO spent (id, expiry) VALUES (?1, ?2)",

@@ -508,11 +508,7 @@ mod tests {
         let old_obtain = obtain(1, None);
         let old_exchange = pending(2, Some(4));
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATION_1).unwrap();
-            conn.pragma_update(None, "application_id", SCHEMA.application_id)
-                .unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
+            let conn = file_at_version(&path, &SCHEMA, 1);
             for old in [&old_obtain, &old_exchange] {
                 conn.execute(
                     "INSERT INTO pending (request_id, blob) VALUES (?1, ?2)",
