@@ -9,7 +9,7 @@ use scrip_proto::crypto::Signed;
 use scrip_proto::msg::{PaymentRecord, ReceiptBatch};
 use scrip_proto::{RequestId, ScripId, Timestamp};
 
-use crate::db::{self, failed, insert_or_fail, limit_to_sql, Schema};
+use crate::db::{self, failed, limit_to_sql, Schema};
 
 pub(crate) const SCHEMA: Schema = Schema {
     role: "merchant",
@@ -22,6 +22,7 @@ pub(crate) const SCHEMA: Schema = Schema {
         MIGRATION_4,
         MIGRATION_5,
         MIGRATION_6,
+        MIGRATION_7,
     ],
 };
 
@@ -135,17 +136,217 @@ CREATE TABLE deliveries (
 ) STRICT;
 ";
 
-crate::db::sqlite_store!(
-    /// A merchant's [`MerchantStore`] in one SQLite file.
+/// The spent set in memory in front of an appended table: a sale appends its
+/// spent row instead of inserting into a B-tree with random keys, which
+/// dirtied a page per sale once the set outgrew a group (PERFORMANCE.md,
+/// session 9). The spent ids are found in [`SpentIndex`], loaded at open
+/// and brought up to date from the rows other connections appended each
+/// time the write lock is taken. A row's `seq` is what the index maps an
+/// id to.
+const MIGRATION_7: &str = "
+CREATE TABLE spent_appended (
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
+    expiry INTEGER NOT NULL,
+    queued INTEGER,
+    delivery INTEGER
+) STRICT;
+INSERT INTO spent_appended (id, expiry, queued, delivery)
+    SELECT id, expiry, queued, delivery FROM spent;
+DROP TABLE spent;
+ALTER TABLE spent_appended RENAME TO spent;
+";
+
+/// A merchant's [`MerchantStore`] in one SQLite file.
+///
+/// Each [`begin`](MerchantStore::begin) takes SQLite's write lock
+/// (`BEGIN IMMEDIATE`), so several connections to the same file serialise,
+/// and each brings its spent index up to date under that lock: an id is
+/// checked and its row appended while no other connection can append.
+pub struct SqliteMerchantStore {
+    conn: rusqlite::Connection,
+    /// Inside a group commit: transactions are savepoints of the group's.
+    grouped: bool,
+    spent: SpentIndex,
+}
+
+/// One merchant transaction: rolls back when dropped without [`commit`](MerchantTx::commit).
+pub struct SqliteMerchantTx<'a> {
+    tx: db::Step<'a>,
+    spent: Spending<'a>,
+}
+
+/// Every spent id of the file and the `seq` of its row.
+#[derive(Default)]
+struct SpentIndex {
+    seqs: std::collections::HashMap<[u8; 20], i64>,
+    /// Rows up to this `seq` are in `seqs`: appended by other connections
+    /// and read, or appended by this one and committed.
+    read_to: i64,
+    /// SQLite's `data_version` when `seqs` was last brought up to date (it
+    /// changes when another connection commits); `None` before the first time.
+    data_version: Option<i64>,
+    /// Ids added by the open group's steps, removed again if it is aborted,
+    /// and the highest `seq` it appended.
+    group: Vec<[u8; 20]>,
+    group_read_to: i64,
+}
+
+impl SpentIndex {
+    /// Reads the rows other connections appended since the index was last
+    /// brought up to date. Called with the write lock held, so nobody
+    /// appends meanwhile.
+    fn catch_up(&mut self, conn: &rusqlite::Connection) -> Result<(), StoreError> {
+        let cannot = || failed("cannot read the spent set");
+        let version: i64 = conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .map_err(cannot())?;
+        if self.data_version == Some(version) {
+            return Ok(());
+        }
+        let mut statement = conn
+            .prepare_cached("SELECT seq, id FROM spent WHERE seq > ?1 ORDER BY seq")
+            .map_err(cannot())?;
+        let mut rows = statement.query([self.read_to]).map_err(cannot())?;
+        while let Some(row) = rows.next().map_err(cannot())? {
+            let seq: i64 = row.get(0).map_err(cannot())?;
+            let id: Vec<u8> = row.get(1).map_err(cannot())?;
+            let id = <[u8; 20]>::try_from(id.as_slice())
+                .map_err(|_| StoreError::corrupt("spent scrip id"))?;
+            self.seqs.insert(id, seq);
+            self.read_to = seq;
+        }
+        self.data_version = Some(version);
+        Ok(())
+    }
+}
+
+/// A transaction's changes to the spent index, undone when it is dropped
+/// without a commit.
+struct Spending<'a> {
+    index: &'a mut SpentIndex,
+    added: Vec<[u8; 20]>,
+    appended_to: i64,
+    nested: bool,
+    kept: bool,
+}
+
+impl Spending<'_> {
+    /// The transaction committed: its ids stay. Inside a group they are
+    /// the group's, until it ends or is aborted.
+    fn keep(mut self) {
+        self.kept = true;
+        let added = std::mem::take(&mut self.added);
+        if self.nested {
+            self.index.group.extend(added);
+            self.index.group_read_to = self.index.group_read_to.max(self.appended_to);
+        } else {
+            self.index.read_to = self.index.read_to.max(self.appended_to);
+        }
+    }
+}
+
+impl Drop for Spending<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            for id in &self.added {
+                self.index.seqs.remove(id);
+            }
+        }
+    }
+}
+
+impl SqliteMerchantStore {
+    /// Opens the merchant database at `path`, creating it (mode 0600) and
+    /// migrating its schema as needed, and reads its spent set into memory.
     ///
-    /// Each [`begin`](MerchantStore::begin) takes SQLite's write lock
-    /// (`BEGIN IMMEDIATE`), so several connections to the same file serialise.
-    SqliteMerchantStore,
-    /// One merchant transaction: rolls back when dropped without [`commit`](MerchantTx::commit).
-    SqliteMerchantTx,
-    MerchantStore,
-    "merchant"
-);
+    /// # Errors
+    /// The file cannot be created or opened, belongs to another role,
+    /// or has a schema newer than this build.
+    pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
+        db::open(path, &SCHEMA).and_then(Self::with_index)
+    }
+
+    /// A fresh merchant database in memory, gone when the store is dropped.
+    ///
+    /// # Errors
+    /// SQLite cannot allocate or migrate the database.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        db::open_in_memory(&SCHEMA).and_then(Self::with_index)
+    }
+
+    fn with_index(conn: rusqlite::Connection) -> Result<Self, StoreError> {
+        let mut spent = SpentIndex::default();
+        spent.catch_up(&conn)?;
+        Ok(SqliteMerchantStore {
+            conn,
+            grouped: false,
+            spent,
+        })
+    }
+
+    /// Every row of every table but the audit log's, as text: equal dumps mean
+    /// equal state. For tests that check a refused request changed nothing.
+    pub fn fingerprint(&self) -> Result<String, StoreError> {
+        db::fingerprint(&self.conn)
+    }
+}
+
+impl MerchantStore for SqliteMerchantStore {
+    type Tx<'a> = SqliteMerchantTx<'a>;
+
+    fn begin(&mut self) -> Result<SqliteMerchantTx<'_>, StoreError> {
+        let tx = db::Step::begin(&self.conn, self.grouped, db::Access::Write, "merchant")?;
+        // In a group, the group's begin caught up; its lock is still held.
+        if !self.grouped {
+            self.spent.catch_up(&self.conn)?;
+        }
+        Ok(SqliteMerchantTx {
+            tx,
+            spent: Spending {
+                index: &mut self.spent,
+                added: Vec::new(),
+                appended_to: 0,
+                nested: self.grouped,
+                kept: false,
+            },
+        })
+    }
+}
+
+impl scrip_core::store::GroupCommit for SqliteMerchantStore {
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        db::begin_group(&self.conn, &mut self.grouped, "merchant")?;
+        self.spent.group_read_to = 0;
+        if let Err(error) = self.spent.catch_up(&self.conn) {
+            db::abort_group(&self.conn, &mut self.grouped);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn end_group(&mut self) -> Result<(), StoreError> {
+        let ended = db::end_group(&self.conn, &mut self.grouped, "merchant");
+        let group = std::mem::take(&mut self.spent.group);
+        match ended {
+            Ok(()) => self.spent.read_to = self.spent.read_to.max(self.spent.group_read_to),
+            // The group was rolled back whole.
+            Err(_) => {
+                for id in &group {
+                    self.spent.seqs.remove(id);
+                }
+            }
+        }
+        ended
+    }
+
+    fn abort_group(&mut self) {
+        db::abort_group(&self.conn, &mut self.grouped);
+        for id in std::mem::take(&mut self.spent.group) {
+            self.spent.seqs.remove(&id);
+        }
+    }
+}
 
 impl MerchantTx for SqliteMerchantTx<'_> {
     fn stored_delivery(
@@ -160,20 +361,23 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             Option<Vec<u8>>,
             Option<i64>,
         );
+        let Some(&seq) = self.spent.index.seqs.get(&scrip.to_key()) else {
+            return Ok(None);
+        };
         let row: Option<Columns> = self
             .tx
             .statement(
                 "SELECT s.delivery, d.request_id, d.request_digest, d.response, d.leaf
-                 FROM spent s LEFT JOIN deliveries d ON d.seq = s.delivery WHERE s.id = ?1",
+                 FROM spent s LEFT JOIN deliveries d ON d.seq = s.delivery WHERE s.seq = ?1",
             )
             .and_then(|statement| {
                 statement
-                    .query_row([scrip.to_key()], |row| Columns::try_from(row))
+                    .query_row([seq], |row| Columns::try_from(row))
                     .optional()
             })
             .map_err(failed("cannot read stored delivery"))?;
         match row {
-            None => Ok(None),
+            None => Err(StoreError::corrupt("spent row of an indexed scrip")),
             // Sold before deliveries were kept by scrip (migration 6).
             Some((None, ..)) => db::stored_response(&mut self.tx, request),
             Some((Some(_), Some(sold_to), Some(digest), Some(response), leaf)) => {
@@ -232,13 +436,23 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         .transpose()
     }
 
+    /// The index is current (the write lock is held), so a spent id is in
+    /// it: checking it and appending the row is insert-or-fail.
     fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError> {
-        insert_or_fail(
-            &mut self.tx,
-            "INSERT INTO spent (id, expiry) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-            params![scrip.to_key(), expiry.to_stored()?],
-            "cannot mark VendorScrip spent",
-        )
+        let id = scrip.to_key();
+        if self.spent.index.seqs.contains_key(&id) {
+            return Ok(Spend::AlreadySpent);
+        }
+        let expiry = expiry.to_stored()?;
+        let seq = self
+            .tx
+            .statement("INSERT INTO spent (id, expiry) VALUES (?1, ?2)")
+            .and_then(|statement| statement.insert(params![id, expiry]))
+            .map_err(failed("cannot mark VendorScrip spent"))?;
+        self.spent.index.seqs.insert(id, seq);
+        self.spent.added.push(id);
+        self.spent.appended_to = seq;
+        Ok(Spend::Fresh)
     }
 
     fn keep_sale(
@@ -249,6 +463,13 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         const CANNOT: &str = "cannot keep sale";
         let buy = &record.buy.body;
         let scrip = buy.scrip.body.id.to_key();
+        let not_spent = || {
+            StoreError(format!(
+                "cannot keep the sale of {}: the scrip is not marked spent, or its sale is kept already",
+                buy.scrip.body.id
+            ))
+        };
+        let seq = *self.spent.index.seqs.get(&scrip).ok_or_else(not_spent)?;
         let leaf = delivery
             .leaf
             .map(|leaf| {
@@ -282,15 +503,12 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .tx
             .statement(
                 "UPDATE spent SET queued = ?2, delivery = ?3
-                 WHERE id = ?1 AND queued IS NULL AND delivery IS NULL",
+                 WHERE seq = ?1 AND queued IS NULL AND delivery IS NULL",
             )
-            .and_then(|statement| statement.execute(params![scrip, queued, delivered]))
+            .and_then(|statement| statement.execute(params![seq, queued, delivered]))
             .map_err(failed(CANNOT))?;
         if linked == 0 {
-            return Err(StoreError(format!(
-                "cannot keep the sale of {}: the scrip is not marked spent, or its sale is kept already",
-                buy.scrip.body.id
-            )));
+            return Err(not_spent());
         }
         Ok(())
     }
@@ -312,12 +530,16 @@ impl MerchantTx for SqliteMerchantTx<'_> {
     }
 
     fn dequeue_payment_record(&mut self, scrip: &ScripId) -> Result<(), StoreError> {
+        let id = scrip.to_key();
+        let Some(&seq) = self.spent.index.seqs.get(&id) else {
+            return Ok(());
+        };
         self.tx
             .prepare_cached(
                 "DELETE FROM outbox
-                 WHERE seq = (SELECT queued FROM spent WHERE id = ?1) AND scrip = ?1",
+                 WHERE seq = (SELECT queued FROM spent WHERE seq = ?1) AND scrip = ?2",
             )
-            .and_then(|mut statement| statement.execute([scrip.to_key()]))
+            .and_then(|mut statement| statement.execute(params![seq, id]))
             .map(drop)
             .map_err(failed("cannot dequeue payment record"))
     }
@@ -343,7 +565,10 @@ impl MerchantTx for SqliteMerchantTx<'_> {
     }
 
     fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit("cannot commit merchant transaction")
+        let SqliteMerchantTx { tx, spent } = self;
+        tx.commit("cannot commit merchant transaction")?;
+        spent.keep();
+        Ok(())
     }
 }
 
@@ -696,6 +921,95 @@ mod tests {
     }
 
     #[test]
+    fn each_connection_sees_the_ids_another_spent_once_it_takes_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        let mut first = SqliteMerchantStore::open(&path).unwrap();
+        let mut second = SqliteMerchantStore::open(&path).unwrap();
+        let spend = |store: &mut SqliteMerchantStore, n: u64| {
+            let mut tx = store.begin().unwrap();
+            let spend = tx.mark_spent(&scrip_id(n), NOW).unwrap();
+            tx.commit().unwrap();
+            spend
+        };
+        assert_eq!(spend(&mut first, 1), Spend::Fresh);
+        assert_eq!(spend(&mut second, 1), Spend::AlreadySpent);
+        assert_eq!(spend(&mut second, 2), Spend::Fresh);
+        assert_eq!(spend(&mut first, 2), Spend::AlreadySpent);
+
+        // A spend rolled back frees its id, and its row's place, which the
+        // other connection's next spend takes: the first must still read it.
+        let mut tx = first.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(3), NOW).unwrap(), Spend::Fresh);
+        drop(tx);
+        assert_eq!(spend(&mut second, 4), Spend::Fresh);
+        assert_eq!(spend(&mut first, 4), Spend::AlreadySpent);
+        assert_eq!(spend(&mut first, 3), Spend::Fresh);
+        assert_eq!(spend(&mut second, 3), Spend::AlreadySpent);
+    }
+
+    #[test]
+    fn racing_connections_spend_each_id_once() {
+        const THREADS: usize = 8;
+        const ROUNDS: u64 = 25;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        drop(SqliteMerchantStore::open(&path).unwrap());
+        let barrier = std::sync::Barrier::new(THREADS);
+        let mut winners = [0; ROUNDS as usize];
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut store = SqliteMerchantStore::open(&path).unwrap();
+                        let mut won = Vec::new();
+                        for round in 0..ROUNDS {
+                            barrier.wait();
+                            let mut tx = store.begin().unwrap();
+                            if tx.mark_spent(&scrip_id(round), NOW).unwrap() == Spend::Fresh {
+                                won.push(round);
+                            }
+                            tx.commit().unwrap();
+                        }
+                        won
+                    })
+                })
+                .collect();
+            for thread in threads {
+                for round in thread.join().unwrap() {
+                    winners[round as usize] += 1;
+                }
+            }
+        });
+        assert_eq!(winners, [1; ROUNDS as usize]);
+    }
+
+    #[test]
+    fn an_aborted_group_frees_the_ids_its_steps_spent() {
+        use scrip_core::store::GroupCommit;
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        store.begin_group().unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+        tx.commit().unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(2), NOW).unwrap(), Spend::Fresh);
+        drop(tx);
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.mark_spent(&scrip_id(1), NOW).unwrap(),
+            Spend::AlreadySpent,
+            "a committed step's spend stands in its group"
+        );
+        assert_eq!(tx.mark_spent(&scrip_id(2), NOW).unwrap(), Spend::Fresh);
+        tx.commit().unwrap();
+        store.abort_group();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+        assert_eq!(tx.mark_spent(&scrip_id(2), NOW).unwrap(), Spend::Fresh);
+    }
+
+    #[test]
     fn spending_is_insert_or_fail() {
         let mut store = SqliteMerchantStore::open_in_memory().unwrap();
         let mut tx = store.begin().unwrap();
@@ -740,9 +1054,13 @@ mod tests {
 
     #[test]
     fn corrupt_rows_are_errors_not_panics() {
-        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
-        store
-            .conn
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        // Written by another connection: the store reads the spent rows
+        // when it next takes the write lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
             .execute_batch(
                 "INSERT INTO outbox (scrip, record) VALUES (x'01', x'0102');
                  INSERT INTO responses VALUES (zeroblob(16), x'01', x'', NULL);
@@ -752,21 +1070,17 @@ mod tests {
                  INSERT INTO deliveries VALUES (2, zeroblob(16), zeroblob(32), x'', -1);",
             )
             .unwrap();
-        let spent = |id: u64, delivery: Option<i64>| {
-            store
-                .conn
+        // Sold before migration 6, with a corrupt response; a delivery that
+        // is not there; a request id and a leaf out of shape.
+        for (id, delivery) in [(1, None), (2, Some(9)), (3, Some(1)), (4, Some(2))] {
+            other
                 .execute(
                     "INSERT INTO spent (id, expiry, delivery) VALUES (?1, 0, ?2)",
                     params![scrip_id(id).to_key(), delivery],
                 )
                 .unwrap();
-        };
-        // Sold before migration 6, with a corrupt response; a delivery that
-        // is not there; a request id and a leaf out of shape.
-        spent(1, None);
-        spent(2, Some(9));
-        spent(3, Some(1));
-        spent(4, Some(2));
+        }
+        drop(other);
         let mut tx = store.begin().unwrap();
         let zero = RequestId([0; 16]);
         for error in [
