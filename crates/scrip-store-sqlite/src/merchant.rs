@@ -199,7 +199,8 @@ impl SpentIndex {
     fn catch_up(&mut self, conn: &rusqlite::Connection) -> Result<(), StoreError> {
         let cannot = || failed("cannot read the spent set");
         let version: i64 = conn
-            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
             .map_err(cannot())?;
         if self.data_version == Some(version) {
             return Ok(());
@@ -210,9 +211,13 @@ impl SpentIndex {
         let mut rows = statement.query([self.read_to]).map_err(cannot())?;
         while let Some(row) = rows.next().map_err(cannot())? {
             let seq: i64 = row.get(0).map_err(cannot())?;
-            let id: Vec<u8> = row.get(1).map_err(cannot())?;
-            let id = <[u8; 20]>::try_from(id.as_slice())
-                .map_err(|_| StoreError::corrupt("spent scrip id"))?;
+            // Borrowed from SQLite's row: no allocation for each of millions at open.
+            let id = row
+                .get_ref(1)
+                .ok()
+                .and_then(|id| id.as_blob().ok())
+                .and_then(|id| <[u8; 20]>::try_from(id).ok())
+                .ok_or_else(|| StoreError::corrupt("spent scrip id"))?;
             self.seqs.insert(id, seq);
             self.read_to = seq;
         }
