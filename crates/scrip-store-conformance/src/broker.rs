@@ -225,44 +225,29 @@ pub fn racing_connections_spend_each_id_once<B: Backend>(backend: &B) {
     // Created and migrated before the race.
     drop(backend.open());
 
-    let barrier = std::sync::Barrier::new(THREADS);
-    let mut winners = [0; ROUNDS as usize];
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..THREADS)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut store = backend.open();
-                    let mut won = Vec::new();
-                    for round in 0..ROUNDS {
-                        barrier.wait();
-                        let mut tx = store.begin().unwrap();
-                        tx.post(&deposit(BOB, 1)).unwrap();
-                        if tx.mark_broker_scrip_spent(&scrip_id(round), NOW).unwrap()
-                            == Spend::Fresh
-                        {
-                            let spend = transfer(
-                                TransferKind::ObtainVendorScrip,
-                                customer(ALICE),
-                                LedgerAccount::OutstandingBrokerScrip,
-                                1,
-                            );
-                            tx.post(&spend).unwrap();
-                            tx.append_event(&event()).unwrap();
-                            won.push(round);
-                        }
-                        tx.commit().unwrap();
-                    }
-                    won
-                })
-            })
-            .collect();
-        for thread in threads {
-            for round in thread.join().unwrap() {
-                winners[round as usize] += 1;
+    let winners = race(
+        THREADS,
+        ROUNDS,
+        || backend.open(),
+        |store, round| {
+            let mut tx = store.begin().unwrap();
+            tx.post(&deposit(BOB, 1)).unwrap();
+            let won = tx.mark_broker_scrip_spent(&scrip_id(round), NOW).unwrap() == Spend::Fresh;
+            if won {
+                let spend = transfer(
+                    TransferKind::ObtainVendorScrip,
+                    customer(ALICE),
+                    LedgerAccount::OutstandingBrokerScrip,
+                    1,
+                );
+                tx.post(&spend).unwrap();
+                tx.append_event(&event()).unwrap();
             }
-        }
-    });
-    assert_eq!(winners, [1; ROUNDS as usize]);
+            tx.commit().unwrap();
+            won
+        },
+    );
+    assert_eq!(winners, vec![1; ROUNDS as usize]);
 
     let mut store = backend.open();
     let mut tx = store.begin().unwrap();

@@ -235,3 +235,37 @@ pub fn write_everything(tx: &mut impl BrokerTx) {
     tx.put_pin_failures(AccountNumber(ALICE), &alice_locked())
         .unwrap();
 }
+
+/// `threads` threads, each with a store of its own from `open`, race
+/// `rounds` times: all start round `r` at once and call `spend(store, r)`,
+/// which says whether that thread won. Returns how many won each round.
+pub fn race<S>(
+    threads: usize,
+    rounds: u64,
+    open: impl Fn() -> S + Sync,
+    spend: impl Fn(&mut S, u64) -> bool + Sync,
+) -> Vec<usize> {
+    let barrier = std::sync::Barrier::new(threads);
+    let mut winners = vec![0; usize::try_from(rounds).expect("rounds fit in memory")];
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut store = open();
+                    (0..rounds)
+                        .filter(|&round| {
+                            barrier.wait();
+                            spend(&mut store, round)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for thread in threads {
+            for round in thread.join().expect("a racing thread panicked") {
+                winners[round as usize] += 1;
+            }
+        }
+    });
+    winners
+}

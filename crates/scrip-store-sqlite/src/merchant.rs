@@ -960,33 +960,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merchant.db");
         drop(SqliteMerchantStore::open(&path).unwrap());
-        let barrier = std::sync::Barrier::new(THREADS);
-        let mut winners = [0; ROUNDS as usize];
-        std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..THREADS)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut store = SqliteMerchantStore::open(&path).unwrap();
-                        let mut won = Vec::new();
-                        for round in 0..ROUNDS {
-                            barrier.wait();
-                            let mut tx = store.begin().unwrap();
-                            if tx.mark_spent(&scrip_id(round), NOW).unwrap() == Spend::Fresh {
-                                won.push(round);
-                            }
-                            tx.commit().unwrap();
-                        }
-                        won
-                    })
-                })
-                .collect();
-            for thread in threads {
-                for round in thread.join().unwrap() {
-                    winners[round as usize] += 1;
-                }
-            }
-        });
-        assert_eq!(winners, [1; ROUNDS as usize]);
+        let winners = race(
+            THREADS,
+            ROUNDS,
+            || SqliteMerchantStore::open(&path).unwrap(),
+            |store, round| {
+                let mut tx = store.begin().unwrap();
+                let won = tx.mark_spent(&scrip_id(round), NOW).unwrap() == Spend::Fresh;
+                tx.commit().unwrap();
+                won
+            },
+        );
+        assert_eq!(winners, vec![1; ROUNDS as usize]);
     }
 
     #[test]
