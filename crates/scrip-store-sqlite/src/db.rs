@@ -506,6 +506,15 @@ impl<'a> Step<'a> {
         // Nested, the group's commit decides.
         let unsynced = !nested && matches!(access, Access::WriteUnsynced);
         let cannot_begin = |error| StoreError(format!("cannot begin {role} transaction: {error}"));
+        // SQLite rolls a whole transaction back after some errors (out of
+        // memory, a full disk, I/O). A savepoint then would begin a
+        // transaction of its own outside the group, without its lock, and
+        // commit by itself.
+        if nested && conn.is_autocommit() {
+            return Err(StoreError(format!(
+                "cannot begin {role} transaction: SQLite rolled the group commit back after an error; abort the group and begin again"
+            )));
+        }
         if unsynced {
             run(conn, "PRAGMA synchronous=NORMAL").map_err(cannot_begin)?;
         }
@@ -587,7 +596,16 @@ impl Drop for Step<'_> {
             return;
         }
         let undone = if self.nested {
-            run(self.conn, "ROLLBACK TO step").and_then(|()| run(self.conn, "RELEASE step"))
+            // A step that cannot be undone alone takes its group with it:
+            // released, it would commit with the group.
+            run(self.conn, "ROLLBACK TO step")
+                .and_then(|()| run(self.conn, "RELEASE step"))
+                .or_else(|error| {
+                    if !self.conn.is_autocommit() {
+                        run(self.conn, "ROLLBACK")?;
+                    }
+                    Err(error)
+                })
         } else {
             run(self.conn, "ROLLBACK")
         };

@@ -25,8 +25,11 @@
 //!   any thread or process, run one after another, and a writer waits up to
 //!   ten seconds for the lock before failing with a [`StoreError`](scrip_core::store::StoreError).
 //! - Dropping a transaction without `commit` rolls it back.
-//! - Spending (a scrip id, a recorded payment) is insert-or-fail on a primary
-//!   key, so of two racing transactions exactly one gets `Spend::Fresh`.
+//! - Spending (a scrip id, a recorded payment) is insert-or-fail, so of two
+//!   racing transactions exactly one gets `Spend::Fresh`: on a primary key
+//!   at the broker; at a merchant, a check of its spent index in memory and
+//!   an appended row under the write lock, the index brought up to date
+//!   from the file when the lock was taken (`merchant.rs`).
 //! - A committed transaction survives a crash or power cut (`journal_mode=WAL`,
 //!   `synchronous=FULL`). That costs one fsync per commit, which bounds a
 //!   broker at a few hundred to a few thousand steps per second depending on

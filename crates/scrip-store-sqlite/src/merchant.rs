@@ -353,6 +353,22 @@ impl scrip_core::store::GroupCommit for SqliteMerchantStore {
     }
 }
 
+impl SqliteMerchantTx<'_> {
+    /// The spent index is only as good as the transaction whose lock it was
+    /// brought up to date under. After some errors SQLite rolls the whole
+    /// transaction back, and a statement then would run, and commit, on
+    /// its own.
+    fn still_open(&self) -> Result<(), StoreError> {
+        if self.tx.is_autocommit() {
+            return Err(StoreError(
+                "the merchant transaction was rolled back by SQLite after an error; begin again"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl MerchantTx for SqliteMerchantTx<'_> {
     fn stored_delivery(
         &mut self,
@@ -373,11 +389,12 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .tx
             .statement(
                 "SELECT s.delivery, d.request_id, d.request_digest, d.response, d.leaf
-                 FROM spent s LEFT JOIN deliveries d ON d.seq = s.delivery WHERE s.seq = ?1",
+                 FROM spent s LEFT JOIN deliveries d ON d.seq = s.delivery
+                 WHERE s.seq = ?1 AND s.id = ?2",
             )
             .and_then(|statement| {
                 statement
-                    .query_row([seq], |row| Columns::try_from(row))
+                    .query_row(params![seq, scrip.to_key()], |row| Columns::try_from(row))
                     .optional()
             })
             .map_err(failed("cannot read stored delivery"))?;
@@ -444,6 +461,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
     /// The index is current (the write lock is held), so a spent id is in
     /// it: checking it and appending the row is insert-or-fail.
     fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError> {
+        self.still_open()?;
         let id = scrip.to_key();
         if self.spent.index.seqs.contains_key(&id) {
             return Ok(Spend::AlreadySpent);
@@ -474,6 +492,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
                 buy.scrip.body.id
             ))
         };
+        self.still_open()?;
         let seq = *self.spent.index.seqs.get(&scrip).ok_or_else(not_spent)?;
         let leaf = delivery
             .leaf
@@ -508,9 +527,9 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .tx
             .statement(
                 "UPDATE spent SET queued = ?2, delivery = ?3
-                 WHERE seq = ?1 AND queued IS NULL AND delivery IS NULL",
+                 WHERE seq = ?1 AND id = ?4 AND queued IS NULL AND delivery IS NULL",
             )
-            .and_then(|statement| statement.execute(params![seq, queued, delivered]))
+            .and_then(|statement| statement.execute(params![seq, queued, delivered, scrip]))
             .map_err(failed(CANNOT))?;
         if linked == 0 {
             return Err(not_spent());
@@ -542,7 +561,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         self.tx
             .prepare_cached(
                 "DELETE FROM outbox
-                 WHERE seq = (SELECT queued FROM spent WHERE seq = ?1) AND scrip = ?2",
+                 WHERE seq = (SELECT queued FROM spent WHERE seq = ?1 AND id = ?2) AND scrip = ?2",
             )
             .and_then(|mut statement| statement.execute(params![seq, id]))
             .map(drop)
@@ -951,6 +970,46 @@ mod tests {
         assert_eq!(spend(&mut first, 4), Spend::AlreadySpent);
         assert_eq!(spend(&mut first, 3), Spend::Fresh);
         assert_eq!(spend(&mut second, 3), Spend::AlreadySpent);
+    }
+
+    #[test]
+    fn a_transaction_sqlite_rolled_back_spends_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        let mut store = SqliteMerchantStore::open(&path).unwrap();
+        let mut other = SqliteMerchantStore::open(&path).unwrap();
+        let spend = |store: &mut SqliteMerchantStore, n: u64| {
+            let mut tx = store.begin().unwrap();
+            let spend = tx.mark_spent(&scrip_id(n), NOW).unwrap();
+            tx.commit().unwrap();
+            spend
+        };
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+        // What SQLite does after some errors (out of memory, a full disk):
+        // the whole transaction rolled back, and its lock let go.
+        tx.tx.execute_batch("ROLLBACK").unwrap();
+        let error = tx.mark_spent(&scrip_id(2), NOW).unwrap_err();
+        assert!(error.0.contains("rolled back"), "{error}");
+        assert!(tx.commit().is_err());
+        assert_eq!(spend(&mut other, 1), Spend::Fresh);
+        assert_eq!(spend(&mut store, 1), Spend::AlreadySpent);
+        assert_eq!(spend(&mut store, 2), Spend::Fresh);
+
+        // The same inside a group: its next step is refused, not begun on
+        // its own outside the group's lock.
+        use scrip_core::store::GroupCommit;
+        store.begin_group().unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(3), NOW).unwrap(), Spend::Fresh);
+        tx.commit().unwrap();
+        store.conn.execute_batch("ROLLBACK").unwrap();
+        let error = store.begin().err().expect("a step outside its group");
+        assert!(error.0.contains("abort the group"), "{error}");
+        assert_eq!(spend(&mut other, 9), Spend::Fresh);
+        assert!(store.end_group().is_err());
+        assert_eq!(spend(&mut store, 9), Spend::AlreadySpent);
+        assert_eq!(spend(&mut store, 3), Spend::Fresh);
     }
 
     #[test]
