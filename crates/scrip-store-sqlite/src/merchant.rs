@@ -944,18 +944,20 @@ mod tests {
         assert_eq!(spent, vec![1, 3]);
     }
 
+    /// Marks `scrip_id(n)` spent in a transaction of its own, committed.
+    fn spend(store: &mut SqliteMerchantStore, n: u64) -> Spend {
+        let mut tx = store.begin().unwrap();
+        let spend = tx.mark_spent(&scrip_id(n), NOW).unwrap();
+        tx.commit().unwrap();
+        spend
+    }
+
     #[test]
     fn each_connection_sees_the_ids_another_spent_once_it_takes_the_write_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("merchant.db");
         let mut first = SqliteMerchantStore::open(&path).unwrap();
         let mut second = SqliteMerchantStore::open(&path).unwrap();
-        let spend = |store: &mut SqliteMerchantStore, n: u64| {
-            let mut tx = store.begin().unwrap();
-            let spend = tx.mark_spent(&scrip_id(n), NOW).unwrap();
-            tx.commit().unwrap();
-            spend
-        };
         assert_eq!(spend(&mut first, 1), Spend::Fresh);
         assert_eq!(spend(&mut second, 1), Spend::AlreadySpent);
         assert_eq!(spend(&mut second, 2), Spend::Fresh);
@@ -978,12 +980,6 @@ mod tests {
         let path = dir.path().join("merchant.db");
         let mut store = SqliteMerchantStore::open(&path).unwrap();
         let mut other = SqliteMerchantStore::open(&path).unwrap();
-        let spend = |store: &mut SqliteMerchantStore, n: u64| {
-            let mut tx = store.begin().unwrap();
-            let spend = tx.mark_spent(&scrip_id(n), NOW).unwrap();
-            tx.commit().unwrap();
-            spend
-        };
         let mut tx = store.begin().unwrap();
         assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
         // What SQLite does after some errors (out of memory, a full disk):
