@@ -370,7 +370,7 @@ impl Merchant {
         if tx.mark_spent(&spent.id(), spent.body.expiry)? == Spend::AlreadySpent {
             return Err(Refusal::DoubleSpend { scrip: spent.id() });
         }
-        let change: Option<Scrip> = (!change_value.is_zero()).then(|| {
+        let change = (!change_value.is_zero()).then(|| {
             Scrip::mint(
                 ScripBody {
                     kind: ScripKind::Vendor,

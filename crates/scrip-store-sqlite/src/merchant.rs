@@ -382,7 +382,8 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             Option<Vec<u8>>,
             Option<i64>,
         );
-        let Some(&seq) = self.spent.index.seqs.get(&scrip.to_key()) else {
+        let id = scrip.to_key();
+        let Some(&seq) = self.spent.index.seqs.get(&id) else {
             return Ok(None);
         };
         let row: Option<Columns> = self
@@ -394,7 +395,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             )
             .and_then(|statement| {
                 statement
-                    .query_row(params![seq, scrip.to_key()], |row| Columns::try_from(row))
+                    .query_row(params![seq, id], |row| Columns::try_from(row))
                     .optional()
             })
             .map_err(failed("cannot read stored delivery"))?;
@@ -463,16 +464,17 @@ impl MerchantTx for SqliteMerchantTx<'_> {
     fn mark_spent(&mut self, scrip: &ScripId, expiry: Timestamp) -> Result<Spend, StoreError> {
         self.still_open()?;
         let id = scrip.to_key();
-        if self.spent.index.seqs.contains_key(&id) {
+        let std::collections::hash_map::Entry::Vacant(unspent) = self.spent.index.seqs.entry(id)
+        else {
             return Ok(Spend::AlreadySpent);
-        }
+        };
         let expiry = expiry.to_stored()?;
         let seq = self
             .tx
             .statement("INSERT INTO spent (id, expiry) VALUES (?1, ?2)")
             .and_then(|statement| statement.insert(params![id, expiry]))
             .map_err(failed("cannot mark VendorScrip spent"))?;
-        self.spent.index.seqs.insert(id, seq);
+        unspent.insert(seq);
         self.spent.added.push(id);
         self.spent.appended_to = seq;
         Ok(Spend::Fresh)
