@@ -46,11 +46,18 @@ struct Figure {
     target: &'static str,
 }
 
-/// The median of three rounds of `run`, each returning a figure.
+/// How many rounds each figure and each point of a curve is the median of.
+const ROUNDS: usize = 3;
+
+/// The median of [`ROUNDS`] rounds of `run`, each returning a figure.
 fn median(mut run: impl FnMut() -> f64) -> f64 {
-    let mut rounds: Vec<f64> = (0..3).map(|_| run()).collect();
+    middle((0..ROUNDS).map(|_| run()).collect())
+}
+
+/// The median of the figures of some rounds.
+fn middle(mut rounds: Vec<f64>) -> f64 {
     rounds.sort_by(|a, b| a.total_cmp(b));
-    rounds[1]
+    rounds[rounds.len() / 2]
 }
 
 /// [`median`] of rounds that can fail: the first failure ends it.
@@ -245,7 +252,7 @@ pub async fn run(options: Options) -> Result<Report, CliError> {
         .map_err(|e| CliError::local(format!("cannot make a working directory: {e}")))?;
     let mut figures = Vec::new();
     eprintln!(
-        "measuring (median of 3 rounds each){} ...",
+        "measuring (median of {ROUNDS} rounds each){} ...",
         if quick { ", quick" } else { "" }
     );
 

@@ -1,5 +1,7 @@
 //! Growth curves: how throughput holds up as customers, the spent set and the
 //! audit log grow. Printed as tables; drawn as a PNG by [`super::chart`].
+//! Each rate is the median of [`ROUNDS`] rounds, as the figures are; a point's
+//! x is the size when its first round starts.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,7 +11,7 @@ use scrip_core::store::{BrokerStore, BrokerTx, MerchantStore, MerchantTx};
 use scrip_proto::{ScripId, Timestamp};
 use scrip_store_sqlite::{SqliteBrokerStore, SqliteMerchantStore};
 
-use super::{Loopback, MerchantRig, GROUP};
+use super::{median, middle, Loopback, MerchantRig, GROUP, ROUNDS};
 
 /// Concurrent customers measured, as the issue asks.
 pub const CUSTOMERS: [usize; 5] = [1, 4, 16, 64, 256];
@@ -61,7 +63,11 @@ pub async fn customers(dir: &Path, each: usize) -> Result<Curve, String> {
     let mut points = Vec::new();
     for count in CUSTOMERS {
         net.add_customers(count).await?;
-        let rate = net.buy_rate(count, each).await?;
+        let mut rounds = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            rounds.push(net.buy_rate(count, each).await?);
+        }
+        let rate = middle(rounds);
         eprintln!("  {count} customers: {rate:.0} buys/s");
         points.push(Point {
             x: count as u64,
@@ -98,8 +104,8 @@ pub fn spent_set(dir: &Path, largest: u64) -> Curve {
             tx.commit().expect("commit");
             filled += batch;
         }
-        let rate = rig.grouped_buy_rate(&mut store, 8 * GROUP);
-        filled += 8 * GROUP as u64;
+        let rate = median(|| rig.grouped_buy_rate(&mut store, 8 * GROUP));
+        filled += (ROUNDS * 8 * GROUP) as u64;
         let disk = file_bytes(&path) as f64 / filled as f64;
         let resident = resident_bytes().saturating_sub(resident_before) as f64 / filled as f64;
         eprintln!("  spent set of {size}: {rate:.0} buys/s, {disk:.1} B/id on disk, {resident:.1} B/id resident");
@@ -127,19 +133,23 @@ pub fn log(dir: &Path, largest: u64) -> Curve {
             .and_then(|mut tx| tx.log_size())
             .expect("size");
         append_leaves(&mut store, target.saturating_sub(size));
-        let started = Instant::now();
-        append_leaves(&mut store, MEASURED);
-        let appends = MEASURED as f64 / started.elapsed().as_secs_f64();
+        let appends = median(|| {
+            let started = Instant::now();
+            append_leaves(&mut store, MEASURED);
+            MEASURED as f64 / started.elapsed().as_secs_f64()
+        });
         let mut tx = store.begin().expect("begin");
         let log_size = tx.log_size().expect("size");
-        let started = Instant::now();
-        for _ in 0..MEASURED / 10 {
-            let leaf = rand::random::<u64>() % log_size;
-            std::hint::black_box(
-                scrip_core::log::prove_inclusion(&mut tx, log_size, leaf).expect("proof"),
-            );
-        }
-        let proofs = (MEASURED / 10) as f64 / started.elapsed().as_secs_f64();
+        let proofs = median(|| {
+            let started = Instant::now();
+            for _ in 0..MEASURED / 10 {
+                let leaf = rand::random::<u64>() % log_size;
+                std::hint::black_box(
+                    scrip_core::log::prove_inclusion(&mut tx, log_size, leaf).expect("proof"),
+                );
+            }
+            (MEASURED / 10) as f64 / started.elapsed().as_secs_f64()
+        });
         drop(tx);
         eprintln!("  log of {target}: {appends:.0} appends/s, {proofs:.0} proofs/s");
         points.push(Point {
