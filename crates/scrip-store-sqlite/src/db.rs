@@ -207,9 +207,16 @@ fn configure(
 /// log when the last connection closes, so every start would otherwise run
 /// its first thousand commits or so at the slower rate. The log is grown
 /// with frames that change nothing: the application id written again, one
-/// unsynced commit each (about 15 ms in all), until the automatic checkpoint
-/// has copied them back and the next commit starts the log over; then once
-/// more, synced, to put them on disk before the store is used.
+/// unsynced commit each (about 15 ms in all), with the automatic checkpoint
+/// off. Then a checkpoint with `synchronous=FULL` puts the log and the
+/// database file on disk, in that order, and one synced commit starts the
+/// log over, so no caller's first commit waits to flush the grown log.
+///
+/// Only the frames that change nothing are ever unsynced: the log may also
+/// hold commits made before (this file's migration, or another process's
+/// sales), and an unsynced checkpoint followed by a restart of the log could
+/// lose them in a power cut, the database file's copy of them being still in
+/// the OS's cache when the log's new header reached the disk.
 fn reserve_wal(conn: &Connection, path: &Path, schema: &Schema) -> Result<(), StoreError> {
     let query = |pragma: &str| -> Result<i64, StoreError> {
         conn.pragma_query_value(None, pragma, |row| row.get(0))
@@ -231,28 +238,34 @@ fn reserve_wal(conn: &Connection, path: &Path, schema: &Schema) -> Result<(), St
     // grows by the commits themselves, as it did before.
     let write_frames = || -> rusqlite::Result<()> {
         conn.busy_handler(None)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         run(conn, "PRAGMA synchronous=OFF")?;
-        for frame in 0..=frames {
-            if frame == frames {
-                // The frames are in the OS's cache, not yet on disk. One
-                // synced commit flushes them now, at open, instead of in
-                // the first commit a caller waits for (4 ms more for a new
-                // merchant file's first group on this project's machine).
-                restore_synchronous(conn)?;
-            }
+        for _ in 0..frames {
             match conn.pragma_update(None, "application_id", schema.application_id) {
                 Err(error)
                     if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
                 {
-                    return Ok(())
+                    // Another connection's next synced commit puts these frames on disk.
+                    return Ok(());
                 }
                 written => written?,
             }
         }
-        Ok(())
+        restore_synchronous(conn)?;
+        // PASSIVE takes no lock a writer needs; what it cannot copy back
+        // now, a later checkpoint will.
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        match conn.pragma_update(None, "application_id", schema.application_id) {
+            Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                Ok(())
+            }
+            written => written,
+        }
     };
     let written = write_frames();
     restore_synchronous(conn).map_err(failed("cannot set synchronous mode"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", frames)
+        .map_err(failed("cannot set the automatic checkpoint"))?;
     wait_for_writers(conn)?;
     written.map_err(failed("cannot prepare the write-ahead log"))
 }

@@ -665,6 +665,11 @@ mod tests {
             2,
             "commits wait for the disk again"
         );
+        let autocheckpoint: i64 = store
+            .conn
+            .pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0))
+            .unwrap();
+        assert_eq!(autocheckpoint, 1000, "the automatic checkpoint is on again");
         assert_eq!(
             store
                 .begin()
