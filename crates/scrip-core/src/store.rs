@@ -422,7 +422,7 @@ pub trait GroupCommit {
 }
 
 /// Runs `body` as one group commit: the group is committed if `body`
-/// succeeds and undone whole if it fails.
+/// succeeds and undone whole if it fails or panics.
 ///
 /// # Errors
 /// `body`'s error, or the store's if the group cannot begin or commit; in
@@ -432,14 +432,20 @@ pub fn grouped<S: GroupCommit, R, E: From<StoreError>>(
     body: impl FnOnce(&mut S) -> Result<R, E>,
 ) -> Result<R, E> {
     store.begin_group()?;
-    match body(store) {
-        Ok(result) => {
+    // A group left open by a panic would keep the store's write lock, and
+    // the store would refuse every later group: undo it before unwinding.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(store))) {
+        Ok(Ok(result)) => {
             store.end_group()?;
             Ok(result)
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             store.abort_group();
             Err(error)
+        }
+        Err(panic) => {
+            store.abort_group();
+            std::panic::resume_unwind(panic)
         }
     }
 }

@@ -52,7 +52,8 @@ impl<S, Q, A> Grouped<S, Q, A> {
 
     /// The store, for work that is not grouped: reads, forwarding payment records.
     pub fn store(&self) -> MutexGuard<'_, S> {
-        // A step that panicked rolled its transaction back: the store is sound.
+        // A group that panicked was undone (a merchant's transaction when
+        // dropped, a broker's group by `store::grouped`): the store is sound.
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -10,7 +10,8 @@
 
 use scrip_core::ledger::{LedgerAccount, Transfer, TransferKind};
 use scrip_core::store::{
-    AccountLock, AccountRecord, BrokerStore, BrokerTx, GroupCommit, PinFailures, Spend,
+    grouped, AccountLock, AccountRecord, BrokerStore, BrokerTx, GroupCommit, PinFailures, Spend,
+    StoreError,
 };
 use scrip_proto::{AccountNumber, PublicKey, RequestId, ScripId};
 
@@ -546,6 +547,28 @@ pub fn abort_group_undoes_the_whole_group<B: Backend>(backend: &B) {
         tx.mark_broker_scrip_spent(&scrip_id(1), NOW).unwrap(),
         Spend::Fresh
     );
+}
+
+/// A group whose body panics is undone, and neither the store nor the
+/// database stays locked: the next group and another store's step go on.
+pub fn a_group_that_panicked_is_undone_and_frees_the_store<B: Backend>(backend: &B) {
+    let mut store = backend.open();
+    let before = backend.fingerprint(&mut store);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = grouped(&mut store, |store| -> Result<(), StoreError> {
+            begin_a_logged_spend(store, 1).commit()?;
+            panic!("a step's bug");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(backend.fingerprint(&mut store), before);
+    // Were the group still open, this would wait for the database's lock
+    // and fail after the stores' lock timeout.
+    begin_a_logged_spend(&mut backend.open(), 2)
+        .commit()
+        .unwrap();
+    grouped(&mut store, |store| begin_a_logged_spend(store, 3).commit()).unwrap();
+    assert_spent_and_logged(&mut backend.open(), &[2, 3]);
 }
 
 /// Ending a group makes all of it durable and visible to another store;

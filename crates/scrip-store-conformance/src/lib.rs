@@ -47,6 +47,7 @@ macro_rules! broker_store_conformance {
             the_fingerprint_shows_every_row_but_the_logs_and_only_changes_with_them
             a_step_dropped_inside_a_group_is_undone_alone
             abort_group_undoes_the_whole_group
+            a_group_that_panicked_is_undone_and_frees_the_store
             end_group_makes_the_group_durable_and_visible_to_another_connection
             a_read_waits_for_no_writer_and_sees_one_snapshot
         );
