@@ -134,6 +134,13 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     // descriptor of it would release every POSIX lock this process holds on
     // it, those of its other connections too (a broker process holds several),
     // and another process could then checkpoint and reset the WAL under them.
+    // For the same reason a file this process creates is closed before any
+    // of its threads can open it: one creating, another finding it created
+    // and locking it through SQLite, and the first closing its descriptor.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
