@@ -23,8 +23,8 @@ use scrip_proto::msg::{
     ReceiptBatch, RecordOutcome, RegisterMerchant,
 };
 use scrip_proto::{
-    decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, RequestId, Scrip, ScripBody,
-    ScripId, ScripKind, Timestamp,
+    decode, encode, encoding::MAX_MESSAGE_LEN, AccountNumber, Amount, MerchantId, Pin, Refusal,
+    RequestId, Scrip, ScripBody, ScripId, ScripKind, Timestamp,
 };
 
 use crate::keys::MerchantKeys;
@@ -33,6 +33,10 @@ use crate::store::{
     decode_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend, StoreError, StoredResponse,
 };
 use crate::validate::{verify_spend, Expected};
+
+/// Room a batch of payment records leaves in a message for what is not a
+/// record: the request's tag, the merchant's id, the count and the signature.
+const BATCH_ENVELOPE: usize = 1024;
 
 /// One item for sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,18 +472,31 @@ impl Merchant {
         }
     }
 
-    /// The oldest queued payment records, at most `max`, as one signed batch
-    /// for the broker; `None` when nothing is queued.
+    /// The oldest queued payment records, at most `max` and as many as one
+    /// message holds, as one signed batch for the broker; `None` when
+    /// nothing is queued.
     pub fn poll_payment_records(
         &self,
         store: &mut impl MerchantStore,
         max: usize,
     ) -> Result<Option<BrokerRequest>, Refusal> {
         let mut tx = store.begin()?;
-        let records = tx.queued_payment_records(max)?;
+        let mut records = tx.queued_payment_records(max)?;
         if records.is_empty() {
             return Ok(None);
         }
+        // A record is as large as the Buy it records, item id included: a
+        // batch the broker refused as too large would be polled again and
+        // again, and no later record would ever be forwarded.
+        let mut size = 0;
+        let fit = records
+            .iter()
+            .take_while(|record| {
+                size += scrip_proto::encode(record).len();
+                size <= MAX_MESSAGE_LEN - BATCH_ENVELOPE
+            })
+            .count();
+        records.truncate(fit.max(1));
         let batch = PaymentRecords {
             merchant: self.id(),
             records,

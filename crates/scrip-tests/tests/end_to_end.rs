@@ -556,3 +556,59 @@ fn a_merchant_keeps_the_log_receipts_of_an_acknowledgement_it_takes() {
     assert_eq!(settled.recorded, 1);
     assert_eq!(kept(&mut sim), [before, vec![receipt]].concat());
 }
+
+/// Payment records are as large as the Buys they record: a merchant whose
+/// item ids are long still forwards them, in batches that fit a message,
+/// and is credited for every sale (a batch cut by count alone was refused
+/// as too large, and polled again and again).
+#[test]
+fn payment_records_of_long_item_ids_go_in_batches_that_fit_a_message() {
+    use scrip_proto::msg::{BrokerResponse, RecordOutcome};
+
+    let mut sim = Sim::new(15);
+    let alice = sim.open_account("alice", "100");
+    let shop = sim.open_account("shop", "0");
+    let item = "x".repeat(8_000);
+    let tea = sim.add_merchant("tea", &[(item.as_str(), "0.001")], &shop);
+    let wallet = sim.add_wallet();
+    sim.obtain_broker_scrip(wallet, alice.number, &alice.pin, "10")
+        .unwrap();
+    sim.obtain_vendor_scrip(wallet, tea, "1").unwrap();
+    let sales = 200;
+    for _ in 0..sales {
+        sim.buy(wallet, tea, Purchase::Item(item.clone()), "0.001")
+            .unwrap();
+    }
+    let m = &mut sim.merchants[tea];
+    let batch = m
+        .merchant
+        .poll_payment_records(&mut m.store, 256)
+        .unwrap()
+        .expect("records are queued");
+    assert!(scrip_proto::encode(&batch).len() <= scrip_proto::encoding::MAX_MESSAGE_LEN);
+    let BrokerResponse::PaymentRecordsAck(ack) = sim.broker_call(&batch) else {
+        panic!("the broker refused the batch");
+    };
+    let first = ack.body.outcomes.len();
+    assert!(
+        first > 0 && first < sales,
+        "{first} records in the first batch"
+    );
+    assert!(ack
+        .body
+        .outcomes
+        .iter()
+        .all(|(_, outcome)| matches!(outcome, RecordOutcome::Credited { .. })));
+    // The first batch's acknowledgement was not taken in: it is sent again
+    // (recorded already), and then the rest.
+    assert_eq!(sim.settle(tea).recorded, sales);
+    let shop = sim
+        .broker
+        .accounts(&mut sim.broker_store)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "shop")
+        .unwrap();
+    assert_eq!(shop.balance, amount("0.2"), "every sale credited once");
+    sim.assert_conserved();
+}
