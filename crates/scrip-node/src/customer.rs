@@ -3,6 +3,7 @@
 //! cannot link purchases to an account or to each other by peer id.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use libp2p::{identity, Multiaddr, PeerId};
 use scrip_core::store::{Destination, PendingRequest};
@@ -20,6 +21,11 @@ use scrip_store_sqlite::SqliteWalletStore;
 use crate::link::{call_with_retry, BrokerLink, LogVerification};
 use crate::node::{Node, NodeConfig};
 use crate::{now, peer_id, protocol, NetError, NetOptions};
+
+/// How long a purchase whose item has arrived still waits for the broker's
+/// receipt of its intent, which normally comes a fraction of a millisecond
+/// after the item.
+const INTENT_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a customer operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -296,14 +302,29 @@ impl Customer {
         tokio::pin!(intent_call, buy_call);
         // Each answer is taken in as it arrives, while the other is on its way.
         let (mut intent, mut bought) = (None, None);
-        while intent.is_none() || bought.is_none() {
+        while bought.is_none() {
             tokio::select! {
                 answer = &mut intent_call, if intent.is_none() => {
                     intent = Some(take_broker_answer(wallet, store, &purchase.intent, answer));
                 }
-                response = &mut buy_call, if bought.is_none() => {
+                response = &mut buy_call => {
                     bought = Some(take_merchant_answer(wallet, store, prices, merchant, &purchase.buy, response));
                 }
+            }
+        }
+        // The item is paid for, and until the caller keeps it, it is only in
+        // memory: a broker slow to record the intent (its retries can take a
+        // minute) must not hold it there. An intent still unanswered stays
+        // pending in the wallet and is resent on the next connect.
+        if intent.is_none() {
+            match tokio::time::timeout(INTENT_GRACE, &mut intent_call).await {
+                Ok(answer) => {
+                    intent = Some(take_broker_answer(wallet, store, &purchase.intent, answer));
+                }
+                Err(_) => tracing::warn!(
+                    request = %purchase.intent.request_id,
+                    "the broker has not recorded the intent of a purchase yet; it stays pending, to be resent on the next connect"
+                ),
             }
         }
         if let Some(Err(error)) = intent {

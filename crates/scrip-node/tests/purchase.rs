@@ -170,6 +170,39 @@ async fn the_buy_does_not_wait_for_the_brokers_receipt_of_its_intent() {
     shop.shutdown().await;
 }
 
+/// The item is in hand while the broker still cannot record the intent: the
+/// purchase returns it rather than holding it in memory through the link's
+/// retries, and the intent stays pending, to be resent on the next connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_returns_its_item_while_the_broker_has_not_recorded_its_intent() {
+    let mut shop = Shop::open().await;
+    let holder = rusqlite::Connection::open(shop.dir.path().join("broker.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut customer = shop.customer.take().unwrap();
+    // The link alone would wait for the broker a minute and more.
+    let delivered = tokio::time::timeout(
+        Duration::from_secs(30),
+        customer.buy(shop.merchant_id, "tea", None),
+    )
+    .await
+    .expect("the purchase returned while the broker was still busy")
+    .unwrap();
+    assert_eq!(delivered.content, b"a pot of tea");
+    let (wallet, mut store) = shop.wallet_of(customer);
+    let pending = wallet.pending(&mut store).unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the intent, and only it, is left to resend"
+    );
+    assert!(matches!(
+        pending[0].destination,
+        scrip_core::store::Destination::Broker
+    ));
+    holder.execute_batch("ROLLBACK").unwrap();
+    shop.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_purchase_completes_once_on_the_next_connection() {
     let mut shop = Shop::open().await;
