@@ -243,31 +243,30 @@ fn reserve_wal(conn: &Connection, path: &Path, schema: &Schema) -> Result<(), St
     // a store never waits for a writer (see `migrate`): if another
     // connection holds the write lock, the log is left as it is, and it
     // grows by the commits themselves, as it did before.
+    // One frame that changes nothing; `false` if another connection holds
+    // the write lock, whose next synced commit puts the frames on disk.
+    let write_frame = || -> rusqlite::Result<bool> {
+        match conn.pragma_update(None, "application_id", schema.application_id) {
+            Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                Ok(false)
+            }
+            written => written.map(|()| true),
+        }
+    };
     let write_frames = || -> rusqlite::Result<()> {
         conn.busy_handler(None)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         run(conn, "PRAGMA synchronous=OFF")?;
         for _ in 0..frames {
-            match conn.pragma_update(None, "application_id", schema.application_id) {
-                Err(error)
-                    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
-                {
-                    // Another connection's next synced commit puts these frames on disk.
-                    return Ok(());
-                }
-                written => written?,
+            if !write_frame()? {
+                return Ok(());
             }
         }
         restore_synchronous(conn)?;
         // PASSIVE takes no lock a writer needs; what it cannot copy back
         // now, a later checkpoint will.
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        match conn.pragma_update(None, "application_id", schema.application_id) {
-            Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                Ok(())
-            }
-            written => written,
-        }
+        write_frame().map(drop)
     };
     let written = write_frames();
     restore_synchronous(conn).map_err(failed("cannot set synchronous mode"))?;
