@@ -633,6 +633,28 @@ mod tests {
             .collect()
     }
 
+    /// Rows as an earlier schema version's build wrote them: the spent ids
+    /// `spent`, and a payment record queued for each of `queued`.
+    fn write_earlier_rows(conn: &rusqlite::Connection, spent: &[u64], queued: &[u64]) {
+        for &id in spent {
+            conn.execute(
+                "INSERT INTO spent (id, expiry) VALUES (?1, ?2)",
+                params![scrip_id(id).to_key(), NOW.to_stored().unwrap()],
+            )
+            .unwrap();
+        }
+        for &id in queued {
+            conn.execute(
+                "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)",
+                params![
+                    scrip_id(id).to_key(),
+                    scrip_proto::encode(&payment_record(scrip_id(id)))
+                ],
+            )
+            .unwrap();
+        }
+    }
+
     /// A sale of `scrip_id(n)` under `request_id(n)`: the scrip marked
     /// spent, its payment record queued and `response(n)` stored.
     fn sell(tx: &mut SqliteMerchantTx<'_>, n: u8) {
@@ -733,21 +755,7 @@ mod tests {
         let path = dir.path().join("merchant.db");
         {
             let conn = file_at_version(&path, &SCHEMA, 3);
-            conn.execute(
-                "INSERT INTO spent (id, expiry) VALUES (?1, ?2)",
-                params![scrip_id(1).to_key(), NOW.to_stored().unwrap()],
-            )
-            .unwrap();
-            for id in [5, 3, 9] {
-                conn.execute(
-                    "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)",
-                    params![
-                        scrip_id(id).to_key(),
-                        scrip_proto::encode(&payment_record(scrip_id(id)))
-                    ],
-                )
-                .unwrap();
-            }
+            write_earlier_rows(&conn, &[1], &[5, 3, 9]);
             // The last record is gone: a record queued now comes after the others.
             conn.execute("DELETE FROM outbox WHERE seq = 3", [])
                 .unwrap();
@@ -885,13 +893,8 @@ mod tests {
         let path = dir.path().join("merchant.db");
         {
             let conn = file_at_version(&path, &SCHEMA, 5);
-            for id in [1, 2] {
-                conn.execute(
-                    "INSERT INTO spent (id, expiry) VALUES (?1, ?2)",
-                    params![scrip_id(id).to_key(), NOW.to_stored().unwrap()],
-                )
-                .unwrap();
-            }
+            // Queued: scrip 2, and 3, which was never marked spent.
+            write_earlier_rows(&conn, &[1, 2], &[2, 3]);
             let response = response(1);
             conn.execute(
                 "INSERT INTO responses VALUES (?1, ?2, ?3, ?4)",
@@ -903,17 +906,6 @@ mod tests {
                 ],
             )
             .unwrap();
-            // Queued: scrip 2, and 3, which was never marked spent.
-            for id in [2, 3] {
-                conn.execute(
-                    "INSERT INTO outbox (scrip, record) VALUES (?1, ?2)",
-                    params![
-                        scrip_id(id).to_key(),
-                        scrip_proto::encode(&payment_record(scrip_id(id)))
-                    ],
-                )
-                .unwrap();
-            }
         }
         let mut store = SqliteMerchantStore::open(&path).unwrap();
         assert_eq!(pragma(&path, "user_version"), SCHEMA.version());
