@@ -469,16 +469,20 @@ impl Sim {
         )
     }
 
+    /// The merchant's oldest queued payment records, at most `max`, as the
+    /// signed batch it would send the broker; `None` when none is queued.
+    pub fn poll_payment_records(&mut self, merchant: usize, max: usize) -> Option<BrokerRequest> {
+        let m = &mut self.merchants[merchant];
+        m.merchant
+            .poll_payment_records(&mut m.store, max)
+            .expect("poll payment records")
+    }
+
     /// Sends the merchant's queued payment records to the broker and applies the acknowledgement.
     pub fn settle(&mut self, merchant: usize) -> Settlement {
         let mut total = Settlement::default();
         loop {
-            let m = &mut self.merchants[merchant];
-            let Some(batch) = m
-                .merchant
-                .poll_payment_records(&mut m.store, 64)
-                .expect("poll payment records")
-            else {
+            let Some(batch) = self.poll_payment_records(merchant, 64) else {
                 return total;
             };
             let response = self.broker_call(&batch);

@@ -517,11 +517,8 @@ fn a_merchant_keeps_the_log_receipts_of_an_acknowledgement_it_takes() {
         scrip_store_sqlite::SqliteWalletStore::open_in_memory().unwrap(),
     );
     sim.buy_item(wallet, tea, "green").unwrap();
-    let m = &mut sim.merchants[tea];
-    let batch = m
-        .merchant
-        .poll_payment_records(&mut m.store, 64)
-        .unwrap()
+    let batch = sim
+        .poll_payment_records(tea, 64)
         .expect("a record is queued");
     let ack = sim.broker_call(&batch);
     let receipt = LogReceipt {
@@ -579,11 +576,8 @@ fn payment_records_of_long_item_ids_go_in_batches_that_fit_a_message() {
         sim.buy(wallet, tea, Purchase::Item(item.clone()), "0.001")
             .unwrap();
     }
-    let m = &mut sim.merchants[tea];
-    let batch = m
-        .merchant
-        .poll_payment_records(&mut m.store, 256)
-        .unwrap()
+    let batch = sim
+        .poll_payment_records(tea, 256)
         .expect("records are queued");
     assert!(scrip_proto::encode(&batch).len() <= scrip_proto::encoding::MAX_MESSAGE_LEN);
     let BrokerResponse::PaymentRecordsAck(ack) = sim.broker_call(&batch) else {

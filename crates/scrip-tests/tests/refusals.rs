@@ -581,12 +581,7 @@ fn a_merchant_cannot_claim_payments_it_did_not_receive_nor_claim_twice(backend: 
     let mut w = world(backend);
     w.sim.buy_item(w.wallet, w.tea, "green").unwrap();
     let tea = w.tea;
-    let m = &mut w.sim.merchants[tea];
-    let batch = m
-        .merchant
-        .poll_payment_records(&mut m.store, 10)
-        .unwrap()
-        .unwrap();
+    let batch = w.sim.poll_payment_records(tea, 10).unwrap();
     let first = w.sim.broker_call(&batch);
     let BrokerResponse::PaymentRecordsAck(ack) = &first else {
         panic!("{first:?}")
@@ -678,13 +673,10 @@ fn captured_messages_replayed_later_or_elsewhere_move_nothing(backend: Backend) 
     let intent_answer = w.sim.broker_bytes(&purchase.intent.request);
     let delivery = w.sim.merchant_bytes(tea, &purchase.buy.request);
     assert!(matches!(delivery, MerchantResponse::ItemDelivered(_)));
-    let batch = {
-        let m = &mut w.sim.merchants[tea];
-        m.merchant
-            .poll_payment_records(&mut m.store, 256)
-            .unwrap()
-            .expect("one record queued")
-    };
+    let batch = w
+        .sim
+        .poll_payment_records(tea, 256)
+        .expect("one record queued");
     let ack = w.sim.broker_call(&batch);
     let BrokerResponse::PaymentRecordsAck(ack) = ack else {
         panic!("records refused: {ack:?}")
