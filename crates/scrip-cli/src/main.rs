@@ -248,26 +248,26 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                 dir,
                 currency,
                 database,
-            } => print(cmd::broker::init(&dir, &currency, database.as_deref())?),
+            } => print(cmd::broker::init(&dir, &currency, database.as_deref())?)?,
             BrokerCommand::Run { dir, listen } => cmd::broker::run(&dir, listen, net, json).await?,
             BrokerCommand::Account {
                 command: AccountCommand::Open { dir, name },
-            } => print(cmd::broker::open_account(&dir, &name)?),
+            } => print(cmd::broker::open_account(&dir, &name)?)?,
             BrokerCommand::Deposit {
                 dir,
                 account,
                 amount,
-            } => print(cmd::broker::deposit(&dir, account, amount)?),
+            } => print(cmd::broker::deposit(&dir, account, amount)?)?,
             BrokerCommand::Withdraw {
                 dir,
                 account,
                 amount,
-            } => print(cmd::broker::withdraw(&dir, account, amount)?),
-            BrokerCommand::Accounts { dir } => print(cmd::broker::accounts(&dir)?),
-            BrokerCommand::Unlock { dir, account } => print(cmd::broker::unlock(&dir, account)?),
+            } => print(cmd::broker::withdraw(&dir, account, amount)?)?,
+            BrokerCommand::Accounts { dir } => print(cmd::broker::accounts(&dir)?)?,
+            BrokerCommand::Unlock { dir, account } => print(cmd::broker::unlock(&dir, account)?)?,
         },
         Command::Peer { command } => match command {
-            PeerCommand::Init { dir, broker } => print(cmd::peer::init(&dir, &broker)?),
+            PeerCommand::Init { dir, broker } => print(cmd::peer::init(&dir, &broker)?)?,
             PeerCommand::Run {
                 dir,
                 listen,
@@ -295,20 +295,27 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                     out,
                     top_up,
                 } => {
-                    cmd::wallet::buy(
+                    let (report, delivers) = cmd::wallet::buy(
                         &mut customer,
+                        &dir,
                         &merchant,
                         &item,
                         out.as_deref(),
                         top_up,
                         json,
                     )
-                    .await?
+                    .await?;
+                    print(report)?;
+                    // Only now does the user have the item: the wallet may forget it.
+                    if let Some(request) = delivers {
+                        cmd::wallet::forget_delivered(&mut customer, request)?;
+                    }
+                    return Ok(());
                 }
                 WalletCommand::Balance => cmd::wallet::balance(&mut customer).await?,
                 WalletCommand::Verify => cmd::wallet::verify(&mut customer, &dir).await?,
             };
-            print(report);
+            print(report)?;
         }
         Command::Demo => cmd::demo::run().await?,
         Command::Bench {
@@ -324,11 +331,11 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                 postgres,
             })
             .await?,
-        ),
+        )?,
         Command::BenchWorker { requests } => cmd::bench::worker(&requests)?,
         Command::Audit { dir, broker_key } => {
             let (report, verdict) = cmd::audit::run(&dir, broker_key)?;
-            print(report);
+            print(report)?;
             verdict?;
         }
     }

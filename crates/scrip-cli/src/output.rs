@@ -22,15 +22,22 @@ impl Report {
         }
     }
 
-    pub fn print(&self, json: bool) {
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({ "type": self.kind, "version": 1, "data": self.data })
-            );
+    /// Writes the report to standard output; an error if it cannot (a closed
+    /// pipe, a full disk), never a panic.
+    pub fn print(&self, json: bool) -> Result<(), CliError> {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let written = if json {
+            let line = serde_json::json!({ "type": self.kind, "version": 1, "data": self.data });
+            writeln!(stdout, "{line}")
         } else if !self.text.is_empty() {
-            println!("{}", self.text);
-        }
+            writeln!(stdout, "{}", self.text)
+        } else {
+            Ok(())
+        };
+        written
+            .and_then(|()| stdout.flush())
+            .map_err(|e| CliError::local(format!("cannot write to standard output: {e}")))
     }
 }
 
@@ -115,4 +122,15 @@ pub fn escape(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
         .collect()
+}
+
+/// An item's content as text a terminal shows exactly: valid UTF-8 whose
+/// only control characters are line breaks and tabs. `None` for anything
+/// else, which only its exact bytes in a file can deliver.
+pub fn terminal_text(content: &[u8]) -> Option<&str> {
+    std::str::from_utf8(content).ok().filter(|text| {
+        !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    })
 }

@@ -18,7 +18,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use scrip_proto::crypto::CustomerSecret;
 use scrip_proto::crypto::Signed;
 use scrip_proto::msg::{
-    Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord, ReceiptBatch,
+    Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord, Purchase, ReceiptBatch,
 };
 use scrip_proto::{
     AccountNumber, Amount, MerchantId, PublicKey, RequestId, Scrip, ScripId, Timestamp,
@@ -681,6 +681,21 @@ pub enum WalletReceipt {
     PurchaseInBatch(scrip_proto::msg::BatchedReceipt),
 }
 
+/// An item a merchant delivered, kept in the wallet from the transaction that
+/// settled its purchase until the user has it written out
+/// ([`crate::wallet::Wallet::forget_item`]): settling takes the pending
+/// request, and with it the wallet's means to ask the merchant again, so the
+/// item must not live only in memory after that.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BoughtItem {
+    /// The Buy's request id: the item's name in the wallet.
+    pub request_id: RequestId,
+    pub merchant: MerchantId,
+    pub purchase: Purchase,
+    pub price: Amount,
+    pub content: Vec<u8>,
+}
+
 /// A wallet's storage.
 pub trait WalletStore {
     type Tx<'a>: WalletTx
@@ -696,7 +711,10 @@ pub trait WalletStore {
     /// commit, the request is pending again and is sent again with the same
     /// bytes, and its peer answers a retry with the answer it stored. So the
     /// wallet does not wait for the disk twice per step, and a purchase
-    /// costs the customer one wait, before it pays.
+    /// costs the customer one wait, before it pays. Forgetting an item the
+    /// user has written out is the one other use
+    /// ([`crate::wallet::Wallet::forget_item`]): a crash that loses it only
+    /// has the item written out again.
     fn begin_settle(&mut self) -> Result<Self::Tx<'_>, StoreError> {
         self.begin()
     }
@@ -715,6 +733,12 @@ pub trait WalletTx {
     fn all_pending(&mut self) -> Result<Vec<PendingRequest>, StoreError>;
     fn add_receipt(&mut self, receipt: &WalletReceipt) -> Result<(), StoreError>;
     fn receipts(&mut self) -> Result<Vec<WalletReceipt>, StoreError>;
+    /// Keeps a delivered item; a second item under the same request id is refused.
+    fn put_item(&mut self, item: &BoughtItem) -> Result<(), StoreError>;
+    /// Forgets the item bought by this request; whether it was kept.
+    fn remove_item(&mut self, request: &RequestId) -> Result<bool, StoreError>;
+    /// Every item kept, in the order they were kept.
+    fn items(&mut self) -> Result<Vec<BoughtItem>, StoreError>;
     fn commit(self) -> Result<(), StoreError>;
 }
 

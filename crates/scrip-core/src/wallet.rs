@@ -22,8 +22,8 @@ use scrip_proto::{
 use crate::keys::WalletKeys;
 use crate::merchant::verify_receipt;
 use crate::store::{
-    Destination, PendingRequest, ScripState, StoreError, WalletReceipt, WalletScrip, WalletStore,
-    WalletTx,
+    BoughtItem, Destination, PendingRequest, ScripState, StoreError, WalletReceipt, WalletScrip,
+    WalletStore, WalletTx,
 };
 
 /// Why the wallet could not do what was asked.
@@ -82,9 +82,11 @@ pub enum BrokerOutcome {
     IntentRecorded,
 }
 
-/// An item bought.
+/// An item bought. Unless it was a renewal, the wallet keeps it as a
+/// [`BoughtItem`] under `request_id` until [`Wallet::forget_item`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
+    pub request_id: RequestId,
     pub content: Vec<u8>,
     pub change: Option<Scrip>,
 }
@@ -426,7 +428,19 @@ impl Wallet {
                     }
                     tx.remove_scrip(&spent.scrip.id())?;
                     tx.add_receipt(&WalletReceipt::PurchaseInBatch(delivered.receipt.clone()))?;
+                    // Settling takes the pending request, and with it the means
+                    // to ask for the item again: it is kept in the same commit.
+                    if let Purchase::Item(_) = asked.body.purchase {
+                        tx.put_item(&BoughtItem {
+                            request_id,
+                            merchant,
+                            purchase: asked.body.purchase.clone(),
+                            price: asked.body.price,
+                            content: delivered.content.clone(),
+                        })?;
+                    }
                     Ok(Delivered {
+                        request_id,
                         content: delivered.content.clone(),
                         change: delivered.change.clone(),
                     })
@@ -547,6 +561,28 @@ impl Wallet {
         store: &mut impl WalletStore,
     ) -> Result<Vec<WalletReceipt>, WalletError> {
         Ok(store.begin()?.receipts()?)
+    }
+
+    /// The items bought and kept in the wallet: delivered, not yet
+    /// [forgotten](Wallet::forget_item), oldest first.
+    pub fn items(&self, store: &mut impl WalletStore) -> Result<Vec<BoughtItem>, WalletError> {
+        Ok(store.begin()?.items()?)
+    }
+
+    /// Forgets the item bought by `request_id`, once the user has it (written
+    /// out and synced); whether the wallet still kept it.
+    ///
+    /// Its commit need not wait for the disk: if a crash loses it, the item
+    /// is kept again and written out once more, a copy, never a loss.
+    pub fn forget_item(
+        &self,
+        store: &mut impl WalletStore,
+        request_id: RequestId,
+    ) -> Result<bool, WalletError> {
+        let mut tx = store.begin_settle()?;
+        let kept = tx.remove_item(&request_id)?;
+        tx.commit()?;
+        Ok(kept)
     }
 
     /// Balances by kind and merchant.

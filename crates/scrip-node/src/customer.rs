@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::{identity, Multiaddr, PeerId};
-use scrip_core::store::{Destination, PendingRequest};
+use scrip_core::store::{BoughtItem, Destination, PendingRequest};
 use scrip_core::wallet::{BrokerOutcome, Delivered};
 use scrip_core::{Wallet, WalletError, WalletKeys};
 use scrip_proto::msg::{
@@ -14,7 +14,7 @@ use scrip_proto::msg::{
     Purchase,
 };
 use scrip_proto::{
-    decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, Scrip, ScripKind,
+    decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, RequestId, Scrip, ScripKind,
 };
 use scrip_store_sqlite::SqliteWalletStore;
 
@@ -77,8 +77,6 @@ pub struct Customer {
     /// Prices seen in each merchant's catalog, so a purchase costs two round
     /// trips, not three. Forgotten when the merchant refuses a purchase.
     prices: HashMap<MerchantId, CatalogListing>,
-    /// Purchases completed by [`Customer::recover`], not yet shown to the user.
-    recovered: Vec<(scrip_proto::RequestId, Delivered)>,
     _driver: tokio::task::JoinHandle<()>,
 }
 
@@ -108,7 +106,6 @@ impl Customer {
             store,
             addresses: HashMap::new(),
             prices: HashMap::new(),
-            recovered: Vec::new(),
             _driver: driver,
         };
         customer.recover().await;
@@ -145,8 +142,8 @@ impl Customer {
     }
 
     /// Resends every pending request, broker requests first (an intent
-    /// before its buy, as [`Customer::buy`] sends them). Purchases completed
-    /// here are kept for [`Customer::take_recovered`].
+    /// before its buy, as [`Customer::buy`] sends them). The items of
+    /// purchases completed here are kept in the wallet ([`Customer::items`]).
     pub async fn recover(&mut self) {
         let Ok(mut pending) = self.wallet.pending(&mut self.store) else {
             return;
@@ -156,10 +153,9 @@ impl Customer {
             tracing::info!(request = %request.request_id, "resending a request left pending");
             let outcome = match request.destination {
                 Destination::Broker => self.send_to_broker(&request).await.map(drop),
-                Destination::Merchant(merchant) => self
-                    .send_to_merchant(&request, merchant)
-                    .await
-                    .map(|delivered| self.recovered.push((request.request_id, delivered))),
+                Destination::Merchant(merchant) => {
+                    self.send_to_merchant(&request, merchant).await.map(drop)
+                }
             };
             if let Err(error) = outcome {
                 tracing::warn!(%error, request = %request.request_id, "pending request not settled");
@@ -167,9 +163,16 @@ impl Customer {
         }
     }
 
-    /// Purchases that a resent request completed, with what they delivered.
-    pub fn take_recovered(&mut self) -> Vec<(scrip_proto::RequestId, Delivered)> {
-        std::mem::take(&mut self.recovered)
+    /// The items bought and kept in the wallet until the user has them:
+    /// [`Customer::buy`]'s, and those of purchases [`Customer::recover`]
+    /// completed, oldest first.
+    pub fn items(&mut self) -> Result<Vec<BoughtItem>, WalletError> {
+        self.wallet.items(&mut self.store)
+    }
+
+    /// Forgets a kept item once the user has it, written out and synced.
+    pub fn forget_item(&mut self, request_id: RequestId) -> Result<bool, WalletError> {
+        self.wallet.forget_item(&mut self.store, request_id)
     }
 
     /// Step 1: Obtain BrokerScrip with a macro-payment from the account.
@@ -312,10 +315,10 @@ impl Customer {
                 }
             }
         }
-        // The item is paid for, and until the caller keeps it, it is only in
-        // memory: a broker slow to record the intent (its retries can take a
-        // minute) must not hold it there. An intent still unanswered stays
-        // pending in the wallet and is resent on the next connect.
+        // The item is paid for and kept in the wallet: a broker slow to
+        // record the intent (its retries can take a minute) must not keep the
+        // user from it. An intent still unanswered stays pending in the
+        // wallet and is resent on the next connect.
         if intent.is_none() {
             match tokio::time::timeout(INTENT_GRACE, &mut intent_call).await {
                 Ok(answer) => {

@@ -224,13 +224,9 @@ async fn a_pending_purchase_completes_once_on_the_next_connection() {
     drop(store);
 
     let mut customer = shop.connect_again().await;
-    let recovered = customer.take_recovered();
-    assert_eq!(
-        recovered.len(),
-        1,
-        "the pending purchase completed on connect"
-    );
-    assert_eq!(recovered[0].1.content, b"a pot of tea");
+    let kept = customer.items().unwrap();
+    assert_eq!(kept.len(), 1, "the pending purchase completed on connect");
+    assert_eq!(kept[0].content, b"a pot of tea");
     let balances = customer.balances().unwrap();
     assert_eq!(
         balances.vendor_scrip,
@@ -240,7 +236,12 @@ async fn a_pending_purchase_completes_once_on_the_next_connection() {
     assert_eq!(balances.pending, Amount::ZERO);
     drop(customer);
 
-    // Connecting again finds nothing left to resend.
-    assert!(shop.connect_again().await.take_recovered().is_empty());
+    // Connecting again resends nothing, and the item stays kept until it is forgotten.
+    let mut customer = shop.connect_again().await;
+    assert_eq!(customer.items().unwrap(), kept);
+    assert!(customer.forget_item(kept[0].request_id).unwrap());
+    assert!(customer.items().unwrap().is_empty());
+    let (wallet, mut store) = shop.wallet_of(customer);
+    assert!(wallet.pending(&mut store).unwrap().is_empty());
     shop.shutdown().await;
 }

@@ -3,7 +3,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use rusqlite::{params, OptionalExtension};
 use scrip_core::store::{
-    decode_stored, Destination, PendingRequest, StoreError, StoredAsI64, WalletReceipt,
+    decode_stored, BoughtItem, Destination, PendingRequest, StoreError, StoredAsI64, WalletReceipt,
     WalletScrip, WalletStore, WalletTx,
 };
 use scrip_proto::{Amount, RequestId, ScripId};
@@ -14,7 +14,7 @@ pub(crate) const SCHEMA: Schema = Schema {
     role: "wallet",
     // "scrW"
     application_id: 0x7363_7257,
-    migrations: &[MIGRATION_1, MIGRATION_2],
+    migrations: &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
 };
 
 // Rows hold the canonical bytes of the core's types; the keys are copies of
@@ -41,6 +41,15 @@ CREATE TABLE receipts (
 // stored before this column existed. A column, not a field of the blob, so
 // the blobs already on disk keep their meaning.
 const MIGRATION_2: &str = "ALTER TABLE pending ADD COLUMN ordered INTEGER;";
+
+// Items delivered and not yet written out (`BoughtItem`), oldest first.
+const MIGRATION_3: &str = "
+CREATE TABLE items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id BLOB NOT NULL UNIQUE,
+    blob BLOB NOT NULL
+) STRICT;
+";
 
 /// A pending request's blob: [`PendingRequest`] as it was first stored, with
 /// the same fields in the same order, so blobs written by every build decode.
@@ -212,6 +221,35 @@ impl WalletTx for SqliteWalletTx<'_> {
             .collect()
     }
 
+    fn put_item(&mut self, item: &BoughtItem) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("INSERT INTO items (request_id, blob) VALUES (?1, ?2)")
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    item.request_id.as_bytes(),
+                    scrip_proto::encode(item)
+                ])
+            })
+            .map(drop)
+            .map_err(failed("cannot keep the item bought"))
+    }
+
+    fn remove_item(&mut self, request: &RequestId) -> Result<bool, StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM items WHERE request_id = ?1")
+            .and_then(|mut statement| statement.execute([request.as_bytes()]))
+            .map(|removed| removed > 0)
+            .map_err(failed("cannot forget the item bought"))
+    }
+
+    fn items(&mut self) -> Result<Vec<BoughtItem>, StoreError> {
+        let blobs = self.blobs("SELECT blob FROM items ORDER BY seq", "cannot list items")?;
+        blobs
+            .iter()
+            .map(|blob| decode_stored(blob, "item bought"))
+            .collect()
+    }
+
     fn commit(self) -> Result<(), StoreError> {
         self.tx.commit("cannot commit wallet transaction")
     }
@@ -306,6 +344,16 @@ mod tests {
         WalletReceipt::Intent(signed_intent_receipt(request_id(n), scrip_id(n)))
     }
 
+    fn item(request: u64) -> BoughtItem {
+        BoughtItem {
+            request_id: request_id(request),
+            merchant: merchant_id(1),
+            purchase: scrip_proto::msg::Purchase::Item(format!("item {request}")),
+            price: amount(25),
+            content: vec![0, 0xff, request as u8],
+        }
+    }
+
     #[test]
     fn state_survives_closing_and_reopening_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -321,6 +369,7 @@ mod tests {
             tx.put_pending(&pending(9, None)).unwrap();
             for n in [3, 1, 2] {
                 tx.add_receipt(&receipt(n)).unwrap();
+                tx.put_item(&item(n)).unwrap();
             }
             tx.commit().unwrap();
             assert_owner_only(&path);
@@ -348,6 +397,11 @@ mod tests {
             tx.receipts().unwrap(),
             vec![receipt(3), receipt(1), receipt(2)]
         );
+        assert_eq!(tx.items().unwrap(), vec![item(3), item(1), item(2)]);
+        assert!(tx.put_item(&item(1)).is_err(), "one item per request id");
+        assert!(tx.remove_item(&request_id(1)).unwrap());
+        assert!(!tx.remove_item(&request_id(1)).unwrap());
+        assert_eq!(tx.items().unwrap(), vec![item(3), item(2)]);
         assert_eq!(
             tx.take_pending(&request_id(8)).unwrap(),
             Some(pending(8, Some(1)))

@@ -507,6 +507,11 @@ impl Sim {
         w.wallet.receipts(&mut w.store).expect("wallet receipts")
     }
 
+    pub fn wallet_items(&mut self, wallet: usize) -> Vec<scrip_core::store::BoughtItem> {
+        let w = &mut self.wallets[wallet];
+        w.wallet.items(&mut w.store).expect("wallet items")
+    }
+
     pub fn wallet_balances(&mut self, wallet: usize) -> scrip_core::wallet::Balances {
         let w = &mut self.wallets[wallet];
         w.wallet.balances(&mut w.store).expect("wallet balances")

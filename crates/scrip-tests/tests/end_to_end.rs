@@ -426,7 +426,9 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     let settled = (
         ww.wallet.scrip(&mut ww.store).unwrap(),
         ww.wallet.receipts(&mut ww.store).unwrap(),
+        ww.wallet.items(&mut ww.store).unwrap(),
     );
+    assert_eq!(settled.2.len(), 1, "the item is kept with the settlement");
 
     // The wallet restarts from the disk the cut left, and resends what is
     // pending there, the broker's first as `Customer::recover` does.
@@ -453,8 +455,53 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     let recovered = (
         ww.wallet.scrip(&mut ww.store).unwrap(),
         ww.wallet.receipts(&mut ww.store).unwrap(),
+        ww.wallet.items(&mut ww.store).unwrap(),
     );
     assert_eq!(recovered, settled);
+    sim.assert_conserved();
+}
+
+/// Settling a purchase takes its pending request, and with it the wallet's
+/// means to ask the merchant for the item again; so the item is kept in the
+/// same commit, and across a restart, until the wallet is told that its user
+/// has it. A renewal and a refused purchase deliver nothing to keep.
+#[test]
+fn a_bought_item_is_kept_in_the_wallet_until_it_is_forgotten() {
+    use scrip_core::store::BoughtItem;
+    use scrip_store_sqlite::SqliteWalletStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wallet.db");
+    let mut sim = Sim::new(13);
+    let (tea, wallet) = tea_customer(&mut sim, SqliteWalletStore::open(&path).unwrap());
+    let delivered = sim.buy_item(wallet, tea, "green").unwrap();
+    sim.buy(wallet, tea, Purchase::Renew, "0").unwrap();
+    let refused = sim.buy(wallet, tea, Purchase::Item("green".into()), "0.001");
+    assert!(
+        matches!(refused, Err(scrip_core::WalletError::Refused(_))),
+        "{refused:?}"
+    );
+
+    sim.wallets[wallet].store = SqliteWalletStore::open(&path).unwrap();
+    let kept = BoughtItem {
+        request_id: delivered.request_id,
+        merchant: sim.merchant_id(tea),
+        purchase: Purchase::Item("green".into()),
+        price: amount("0.002"),
+        content: b"content of green".to_vec(),
+    };
+    assert_eq!(sim.wallet_items(wallet), vec![kept]);
+
+    let w = &mut sim.wallets[wallet];
+    assert!(w
+        .wallet
+        .forget_item(&mut w.store, delivered.request_id)
+        .unwrap());
+    assert!(!w
+        .wallet
+        .forget_item(&mut w.store, delivered.request_id)
+        .unwrap());
+    assert!(sim.wallet_items(wallet).is_empty());
     sim.assert_conserved();
 }
 

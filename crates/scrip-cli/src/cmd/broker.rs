@@ -114,7 +114,7 @@ pub async fn run(
             format!("broker listening on {address}"),
             json!({ "address": address.to_string() }),
         )
-        .print(json);
+        .print(json)?;
     }
     super::shutdown_signal().await;
     // Every answered request was committed before its answer left; nothing is left to flush.

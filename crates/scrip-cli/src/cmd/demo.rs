@@ -177,6 +177,10 @@ pub async fn run() -> Result<(), CliError> {
             "   bought {what} for {price}: \"{}\", change {change}",
             String::from_utf8_lossy(&delivered.content)
         );
+        // The wallet keeps each item until its user has it.
+        customer
+            .forget_item(delivered.request_id)
+            .map_err(scrip_node::customer::CustomerError::from)?;
         spent = held.map(|h| (h.scrip, h.secret));
     }
     let balances = customer
@@ -227,6 +231,9 @@ pub async fn run() -> Result<(), CliError> {
         "   tea bought the daily: \"{}\"",
         String::from_utf8_lossy(&paper.content)
     );
+    tea_wallet
+        .forget_item(paper.request_id)
+        .map_err(scrip_node::customer::CustomerError::from)?;
     news.service
         .forward_payment_records(&news.link)
         .await

@@ -129,7 +129,7 @@ pub async fn run(
             format!("peer running as a customer of {broker}"),
             json!({ "broker": broker.to_string() }),
         )
-        .print(json);
+        .print(json)?;
         super::shutdown_signal().await;
         return Ok(());
     };
@@ -152,7 +152,7 @@ pub async fn run(
             format!("merchant {name} ({}) listening on {address}", merchant.node.peer_id()),
             json!({ "name": name, "peer_id": merchant.node.peer_id().to_string(), "address": address.to_string() }),
         )
-        .print(json);
+        .print(json)?;
     }
     super::shutdown_signal().await;
     merchant.shutdown().await;

@@ -1,32 +1,95 @@
 //! `scrip wallet DIR …`: a peer's wallet on the network.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use scrip_core::WalletKeys;
-use scrip_node::customer::Customer;
-use scrip_proto::{AccountNumber, Amount, Scrip};
+use scrip_node::customer::{Customer, CustomerError};
+use scrip_proto::msg::Purchase;
+use scrip_proto::{AccountNumber, Amount, RequestId, Scrip};
 use scrip_store_sqlite::SqliteWalletStore;
 use serde_json::json;
 
 use crate::dirs::{self, PeerDir};
-use crate::output::{escape, CliError, Report};
+use crate::output::{escape, terminal_text, CliError, Report};
 
-/// Connects the wallet of a peer directory to its broker, resending anything left pending.
+/// Connects the wallet of a peer directory to its broker, resending anything
+/// left pending, and writes out every item the wallet still keeps.
 pub async fn connect(dir: &Path, net: scrip_node::NetOptions) -> Result<Customer, CliError> {
     let layout = PeerDir(dir.to_owned());
     let broker = super::peer::broker_address(&layout)?;
     let seed = dirs::read_seed(&layout.seed())?;
     let store = SqliteWalletStore::open(&layout.wallet()).map_err(CliError::local)?;
     let mut customer = Customer::connect(broker, WalletKeys::from_seed(&seed), store, net).await?;
-    // A purchase an earlier run left pending may have completed just now: keep what it delivered.
-    for (request, delivered) in customer.take_recovered() {
-        let path = dir.join(format!("recovered-{request}"));
-        match std::fs::write(&path, &delivered.content) {
-            Ok(()) => eprintln!("note: a purchase left pending by an earlier run completed; the item is in {}", path.display()),
-            Err(e) => eprintln!("note: a purchase left pending by an earlier run completed, but its item cannot be written to {}: {e}", path.display()),
+    write_kept_items(&mut customer, dir)?;
+    Ok(customer)
+}
+
+/// Writes each item the wallet keeps to `recovered-<request id>` in the peer
+/// directory, synced, and then forgets it. The wallet keeps an item from the
+/// moment its purchase settles until the user has it: a purchase an earlier
+/// run left pending that [`Customer::connect`] just completed, a run that
+/// stopped before writing its item out, or an item a terminal cannot show.
+fn write_kept_items(customer: &mut Customer, dir: &Path) -> Result<(), CliError> {
+    let items = customer.items().map_err(CustomerError::from)?;
+    for item in items {
+        let path = recovered_path(dir, item.request_id);
+        let what = match &item.purchase {
+            Purchase::Item(id) => format!("the item \"{}\"", escape(id)),
+            Purchase::Renew => "a renewal".into(),
+        };
+        match write_synced(&path, &item.content) {
+            Ok(()) => {
+                eprintln!("note: {what} bought and not yet written out is in {}", path.display());
+                customer
+                    .forget_item(item.request_id)
+                    .map_err(CustomerError::from)?;
+            }
+            Err(e) => eprintln!(
+                "note: {what} bought and not yet written out cannot be written to {}: {e}; the wallet keeps it and tries again on its next command",
+                path.display()
+            ),
         }
     }
-    Ok(customer)
+    Ok(())
+}
+
+fn recovered_path(dir: &Path, request: RequestId) -> PathBuf {
+    dir.join(format!("recovered-{request}"))
+}
+
+/// Writes `content` to a new or truncated file at `path`, and syncs the file
+/// and its directory, so the item is on disk before the wallet forgets it.
+fn write_synced(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(content)?;
+    file.sync_all()?;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Once a purchase's report is out, the user has the item: syncs standard
+/// output if it is a file, then lets the wallet forget the item.
+pub fn forget_delivered(customer: &mut Customer, request: RequestId) -> Result<(), CliError> {
+    use std::os::fd::AsFd;
+    let synced = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|out| match out.metadata()?.is_file() {
+            true => out.sync_all(),
+            false => Ok(()),
+        });
+    synced.map_err(|e| {
+        CliError::local(format!(
+            "bought, but cannot sync standard output: {e}; the wallet keeps the item and writes it to a recovered-{request} file on its next command"
+        ))
+    })?;
+    customer.forget_item(request).map_err(CustomerError::from)?;
+    Ok(())
 }
 
 fn scrip_json(scrip: &[Scrip]) -> serde_json::Value {
@@ -132,64 +195,82 @@ pub async fn catalog(customer: &mut Customer, merchant: &str) -> Result<Report, 
     ))
 }
 
+/// Step 3. The report holds the item unless `out` names a file or it is not
+/// text a terminal can show; with it, the purchase's request id for
+/// [`forget_delivered`] once the report is out. An item the report does not
+/// deliver is written to a `recovered-` file here.
 pub async fn buy(
     customer: &mut Customer,
+    dir: &Path,
     merchant: &str,
     item: &str,
     out: Option<&Path>,
     top_up: Option<Amount>,
     json_output: bool,
-) -> Result<Report, CliError> {
+) -> Result<(Report, Option<RequestId>), CliError> {
     let entry = customer.resolve(merchant).await?;
     let delivered = customer.buy(entry.merchant, item, top_up).await?;
+    let request = delivered.request_id;
     let change = delivered
         .change
         .as_ref()
         .map(|c| c.value())
         .unwrap_or(Amount::ZERO);
+    let kept_hint = || {
+        format!(
+            "the wallet keeps the item and writes it to {} on its next command",
+            recovered_path(dir, request).display()
+        )
+    };
+    let mut data = json!({ "merchant": entry.name, "item": item, "change": change.to_string(), "request_id": request.to_string() });
+    let (item, name) = (escape(item), escape(&entry.name));
     let mut text = String::new();
+    // Whether the report delivers the item, so the wallet may forget it once the report is out.
+    let mut delivers = true;
     match out {
         Some(path) => {
-            std::fs::write(path, &delivered.content).map_err(|e| {
-                CliError::local(format!(
-                    "bought, but cannot write {}: {e}; the receipt is in the wallet",
-                    path.display()
-                ))
+            write_synced(path, &delivered.content).map_err(|e| {
+                CliError::local(format!("bought, but cannot write {}: {e}", path.display()))
+                    .with_hint(kept_hint())
             })?;
-            text.push_str(&format!(
-                "bought {} from {}, written to {}; change {change}",
-                escape(item),
-                escape(&entry.name),
+            text = format!(
+                "bought {item} from {name}, written to {}; change {change}",
                 path.display()
-            ));
+            );
         }
-        None if json_output => {}
+        // Exact in JSON: text as a string, anything else as hex.
+        None if json_output => match std::str::from_utf8(&delivered.content) {
+            Ok(content) => data["content"] = json!(content),
+            Err(_) => data["content_hex"] = json!(hex::encode(&delivered.content)),
+        },
         // On a terminal, text the merchant chose cannot drive it; into a pipe or file, the exact bytes.
         None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
-            text.push_str(&escape(&String::from_utf8_lossy(&delivered.content)))
+            match terminal_text(&delivered.content) {
+                Some(content) => text.push_str(content),
+                None => {
+                    delivers = false;
+                    write_kept_items(customer, dir)?;
+                    text = format!(
+                        "bought {item} from {name}, {} bytes that are not text (the note above says where they are); change {change}",
+                        delivered.content.len()
+                    );
+                }
+            }
         }
         None => {
-            use std::io::Write;
             let mut stdout = std::io::stdout();
             stdout
                 .write_all(&delivered.content)
                 .and_then(|_| stdout.flush())
                 .map_err(|e| {
-                    CliError::local(format!(
-                        "bought, but cannot write the item: {e}; the receipt is in the wallet"
-                    ))
+                    CliError::local(format!("bought, but cannot write the item: {e}"))
+                        .with_hint(kept_hint())
                 })?;
         }
     }
-    let content = if out.is_none() {
-        Some(String::from_utf8_lossy(&delivered.content).into_owned())
-    } else {
-        None
-    };
-    Ok(Report::new(
-        "purchase",
-        text,
-        json!({ "merchant": entry.name, "item": item, "change": change.to_string(), "content": content }),
+    Ok((
+        Report::new("purchase", text, data),
+        delivers.then_some(request),
     ))
 }
 
