@@ -170,6 +170,11 @@ enum PeerCommand {
         /// The account sales are credited to (its PIN from SCRIP_PIN or a prompt).
         #[arg(long)]
         account: Option<AccountNumber>,
+        /// Days a sale is kept after its scrip expired, so that a customer
+        /// who lost the answer can ask again; then it is forgotten, and its
+        /// scrip stays refused as expired (default: 30).
+        #[arg(long, requires = "sell", value_name = "DAYS")]
+        keep_expired_sales: Option<u64>,
     },
 }
 
@@ -274,7 +279,19 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                 sell,
                 name,
                 account,
-            } => cmd::peer::run(&dir, listen, sell.zip(name).zip(account), net, json).await?,
+                keep_expired_sales,
+            } => {
+                let sell = sell
+                    .zip(name)
+                    .zip(account)
+                    .map(|((catalog, name), account)| cmd::peer::Sell {
+                        catalog,
+                        name,
+                        account,
+                        keep_expired_sales,
+                    });
+                cmd::peer::run(&dir, listen, sell, net, json).await?
+            }
         },
         Command::Wallet { dir, command } => {
             let mut customer = cmd::wallet::connect(&dir, net).await?;

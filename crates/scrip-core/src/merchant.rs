@@ -55,6 +55,12 @@ pub struct MerchantConfig {
     pub series: u32,
     /// Seconds from a purchase until its change expires.
     pub change_lifetime: u64,
+    /// Seconds a sale is kept after its scrip expired: its spent mark and
+    /// its stored delivery ([`Merchant::forget_expired_sales`]). An expired
+    /// scrip is refused before the spent set is read, so forgetting it
+    /// cannot let it be spent twice while the clock does not step back by
+    /// more than this; until then a lost answer can be asked for again.
+    pub spent_retention: u64,
 }
 
 impl MerchantConfig {
@@ -63,6 +69,7 @@ impl MerchantConfig {
             name: name.into(),
             series: 1,
             change_lifetime: 7 * 24 * 3600,
+            spent_retention: 30 * 24 * 3600,
         }
     }
 }
@@ -505,6 +512,41 @@ impl Merchant {
             batch,
             &self.keys.signing,
         ))))
+    }
+
+    /// Forgets the sales whose scrip expired more than
+    /// [`MerchantConfig::spent_retention`] before `now`, of the next `rows`
+    /// the sweep looks at ([`MerchantTx::forget_expired_sales`]), and the
+    /// receipt batches no delivery kept needs any more, in one transaction.
+    /// Returns how many sales it forgot. So a merchant's store, and its spent
+    /// set in memory, stop growing once sales expire as fast as they are made.
+    ///
+    /// A Buy of a forgotten sale's scrip is refused `Expired`, as it was
+    /// before: the expiry is checked before the spent set. A retry of the
+    /// sale itself is refused `Expired` too, where it was answered again.
+    pub fn forget_expired_sales(
+        &self,
+        store: &mut impl MerchantStore,
+        now: Timestamp,
+        rows: usize,
+    ) -> Result<usize, StoreError> {
+        let Some(before) = now.0.checked_sub(self.config.spent_retention) else {
+            return Ok(0);
+        };
+        let mut tx = store.begin()?;
+        let forgotten = tx.forget_expired_sales(Timestamp(before), rows)?;
+        if forgotten > 0 {
+            // Batches are numbered in the order sales are kept.
+            let oldest_in_use = match tx.oldest_delivery()? {
+                Some(stored) => Some(
+                    decode_stored::<StoredDelivery>(&stored.response, "stored delivery")?.batch,
+                ),
+                None => None,
+            };
+            tx.forget_receipt_batches_before(oldest_in_use)?;
+        }
+        tx.commit()?;
+        Ok(forgotten)
     }
 
     /// Keeps the broker's log receipts of the merchant's registration, to

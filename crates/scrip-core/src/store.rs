@@ -617,6 +617,23 @@ pub trait MerchantTx {
     /// Keeps a broker log receipt (for a registration or a payment record).
     fn add_receipt(&mut self, receipt: &scrip_proto::msg::LogReceipt) -> Result<(), StoreError>;
     fn receipts(&mut self) -> Result<Vec<scrip_proto::msg::LogReceipt>, StoreError>;
+    /// Forgets the sales whose scrip expired before `expired_before`: each
+    /// one's spent mark and stored delivery. Looks at `rows` sales at most,
+    /// the next after those the previous call looked at (from the oldest
+    /// again once it passed the newest), so a large spent set is swept a
+    /// window at a time. Keeps a sale whose payment record is still queued,
+    /// one whose expiry is unknown, and the newest sale. Returns how many it
+    /// forgot. Only in a transaction of its own, never in a group.
+    fn forget_expired_sales(
+        &mut self,
+        expired_before: Timestamp,
+        rows: usize,
+    ) -> Result<usize, StoreError>;
+    /// The delivery kept longest among those whose receipt batch is stored
+    /// apart ([`StoredResponse::leaf`] set): its batch is the oldest in use.
+    fn oldest_delivery(&mut self) -> Result<Option<StoredResponse>, StoreError>;
+    /// Forgets the receipt batches numbered below `number`, or every batch if `None`.
+    fn forget_receipt_batches_before(&mut self, number: Option<u64>) -> Result<(), StoreError>;
     fn commit(self) -> Result<(), StoreError>;
 }
 

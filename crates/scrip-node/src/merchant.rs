@@ -21,6 +21,10 @@ use crate::{keypair, now, protocol, NetError, NetOptions};
 const RECORDS_PER_BATCH: usize = 256;
 /// How often queued payment records are forwarded.
 const FORWARD_EVERY: Duration = Duration::from_millis(200);
+/// How many sales each forwarding round looks at to forget the expired ones
+/// (`Merchant::forget_expired_sales`): a few milliseconds of the store's
+/// lock, five times a second, sweeps 20,000 sales a second.
+const SALES_SWEPT_PER_ROUND: usize = 4096;
 /// How often the rendezvous registration is renewed. Its lifetime is two
 /// hours, but a restarted broker forgets every registration: renewing often
 /// lets customers find running merchants again within seconds. One small
@@ -126,6 +130,19 @@ impl MerchantService {
                 }
             }
         }
+    }
+
+    /// Forgets expired sales, one window of the sweep.
+    pub async fn forget_expired_sales(self: &Arc<Self>) -> Result<usize, NetError> {
+        self.blocking(|service| {
+            service.merchant.forget_expired_sales(
+                &mut *service.store.store(),
+                now(),
+                SALES_SWEPT_PER_ROUND,
+            )
+        })
+        .await?
+        .map_err(|error| NetError::Request(error.to_string()))
     }
 
     /// Runs store work on tokio's blocking threads.
@@ -246,6 +263,11 @@ async fn forward_forever(service: Arc<MerchantService>, link: BrokerLink) {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "payment records stay queued; retrying"),
+        }
+        match service.forget_expired_sales().await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(forgotten, "expired sales forgotten"),
+            Err(error) => tracing::warn!(%error, "cannot forget expired sales; retrying"),
         }
         if renewed.elapsed() >= RENEW_REGISTRATION_EVERY {
             match link.register_as_merchant().await {

@@ -190,6 +190,9 @@ struct SpentIndex {
     /// and the highest `seq` it appended.
     group: Vec<[u8; 20]>,
     group_read_to: i64,
+    /// Where the sweep of [`MerchantTx::forget_expired_sales`] goes on from:
+    /// it looked at the rows up to this `seq` (0: from the oldest).
+    swept_to: i64,
 }
 
 /// A spent row's `seq` as the index keeps it: eight bytes aligned to one,
@@ -254,15 +257,20 @@ struct Spending<'a> {
     index: &'a mut SpentIndex,
     added: Vec<[u8; 20]>,
     appended_to: i64,
+    /// Ids whose rows the transaction deleted, to leave the index when it commits.
+    forgotten: Vec<[u8; 20]>,
     nested: bool,
     kept: bool,
 }
 
 impl Spending<'_> {
-    /// The transaction committed: its ids stay. Inside a group they are
-    /// the group's, until it ends or is aborted.
+    /// The transaction committed: its ids stay, and those it forgot leave.
+    /// Inside a group they are the group's, until it ends or is aborted.
     fn keep(mut self) {
         self.kept = true;
+        for id in &self.forgotten {
+            self.index.seqs.remove(id);
+        }
         let added = std::mem::take(&mut self.added);
         if self.nested {
             self.index.group.extend(added);
@@ -334,6 +342,7 @@ impl MerchantStore for SqliteMerchantStore {
                 index: &mut self.spent,
                 added: Vec::new(),
                 appended_to: 0,
+                forgotten: Vec::new(),
                 nested: self.grouped,
                 kept: false,
             },
@@ -422,7 +431,9 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             })
             .map_err(failed("cannot read stored delivery"))?;
         match row {
-            None => Err(StoreError::corrupt("spent row of an indexed scrip")),
+            // Only forgetting deletes spent rows: another connection forgot
+            // this expired sale, and this one's index still holds it.
+            None => Ok(None),
             // Sold before deliveries were kept by scrip (migration 6).
             Some((None, ..)) => db::stored_response(&mut self.tx, request),
             Some((Some(_), Some(sold_to), Some(digest), Some(response), leaf)) => {
@@ -612,6 +623,101 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .collect()
     }
 
+    /// The newest row is never deleted: SQLite gives a new row one more than
+    /// the largest `seq` present, so deleting the newest would give its `seq`
+    /// to the next sale, and a connection whose index was read up to that
+    /// `seq` would never read the sale, and would let its scrip be spent
+    /// again. Other rows' `seq`s are never used again.
+    fn forget_expired_sales(
+        &mut self,
+        expired_before: Timestamp,
+        rows: usize,
+    ) -> Result<usize, StoreError> {
+        const CANNOT: &str = "cannot forget expired sales";
+        self.still_open()?;
+        if self.spent.nested {
+            return Err(StoreError(
+                "expired sales are forgotten in a transaction of their own, not in a group".into(),
+            ));
+        }
+        let from = self.spent.index.swept_to;
+        let last: Option<i64> = self
+            .tx
+            .statement("SELECT seq FROM spent WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2")
+            .and_then(|statement| {
+                statement
+                    .query_row(params![from, limit_to_sql(rows.saturating_sub(1))], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+            })
+            .map_err(failed(CANNOT))?;
+        let to = last.unwrap_or(i64::MAX);
+        // The rows of the window to forget. A row with expiry 0 was marked
+        // spent by migration 6, its expiry unknown.
+        macro_rules! forgettable {
+            () => {
+                "spent.seq > ?1 AND spent.seq <= ?2
+                 AND spent.seq < (SELECT max(seq) FROM spent)
+                 AND spent.expiry > 0 AND spent.expiry < ?3
+                 AND NOT EXISTS (SELECT 1 FROM outbox
+                                 WHERE outbox.seq = spent.queued AND outbox.scrip = spent.id)"
+            };
+        }
+        let window = params![from, to, expired_before.to_stored()?];
+        self.tx
+            .statement(concat!(
+                "DELETE FROM deliveries WHERE seq IN (SELECT delivery FROM spent WHERE ",
+                forgettable!(),
+                ")"
+            ))
+            .and_then(|statement| statement.execute(window))
+            .map_err(failed(CANNOT))?;
+        let forgotten = self
+            .tx
+            .statement(concat!(
+                "DELETE FROM spent WHERE ",
+                forgettable!(),
+                " RETURNING id"
+            ))
+            .and_then(|statement| {
+                statement
+                    .query_map(window, |row| row.get::<_, [u8; 20]>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(failed(CANNOT))?;
+        self.spent.index.swept_to = last.unwrap_or(0);
+        let count = forgotten.len();
+        self.spent.forgotten.extend(forgotten);
+        Ok(count)
+    }
+
+    fn oldest_delivery(&mut self) -> Result<Option<StoredResponse>, StoreError> {
+        let row: Option<(Vec<u8>, Vec<u8>, Option<i64>)> = self
+            .tx
+            .statement(
+                "SELECT request_digest, response, leaf FROM deliveries
+                 WHERE leaf IS NOT NULL ORDER BY seq LIMIT 1",
+            )
+            .and_then(|statement| {
+                statement
+                    .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .optional()
+            })
+            .map_err(failed("cannot read the oldest delivery"))?;
+        row.map(|(digest, response, leaf)| db::response_from_stored(digest, response, leaf))
+            .transpose()
+    }
+
+    fn forget_receipt_batches_before(&mut self, number: Option<u64>) -> Result<(), StoreError> {
+        let below = number.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.tx
+            .statement("DELETE FROM receipt_batches WHERE number < ?1")
+            .and_then(|statement| statement.execute([below]))
+            .map(drop)
+            .map_err(failed("cannot forget receipt batches"))
+    }
+
     fn commit(self) -> Result<(), StoreError> {
         let SqliteMerchantTx { tx, spent } = self;
         tx.commit("cannot commit merchant transaction")?;
@@ -658,9 +764,143 @@ mod tests {
     /// A sale of `scrip_id(n)` under `request_id(n)`: the scrip marked
     /// spent, its payment record queued and `response(n)` stored.
     fn sell(tx: &mut SqliteMerchantTx<'_>, n: u8) {
+        sell_expiring(tx, n, NOW);
+    }
+
+    /// [`sell`] of a scrip that expires at `expiry`.
+    fn sell_expiring(tx: &mut SqliteMerchantTx<'_>, n: u8, expiry: Timestamp) {
         let scrip = scrip_id(n.into());
-        assert_eq!(tx.mark_spent(&scrip, NOW).unwrap(), Spend::Fresh);
+        assert_eq!(tx.mark_spent(&scrip, expiry).unwrap(), Spend::Fresh);
         tx.keep_sale(&payment_record(scrip), &response(n)).unwrap();
+    }
+
+    /// Which of the sales of `scrip_id(n)`, `n` in `sales`, the store still answers again.
+    fn kept_sales(store: &mut SqliteMerchantStore, sales: std::ops::RangeInclusive<u8>) -> Vec<u8> {
+        let mut tx = store.begin().unwrap();
+        sales
+            .filter(|&n| {
+                tx.stored_delivery(&scrip_id(n.into()), &request_id(n.into()))
+                    .unwrap()
+                    .is_some()
+            })
+            .collect()
+    }
+
+    fn rows(store: &SqliteMerchantStore, table: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn expired_sales_are_forgotten_a_window_at_a_time_but_never_the_queued_or_the_newest() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        for n in 1..=10 {
+            let later = Timestamp(NOW.0 + 1000);
+            sell_expiring(&mut tx, n, if n == 5 { later } else { NOW });
+            if n != 3 {
+                tx.dequeue_payment_record(&scrip_id(n.into())).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let expired_before = Timestamp(NOW.0 + 1);
+        let forget = |store: &mut SqliteMerchantStore| {
+            let mut tx = store.begin().unwrap();
+            let forgotten = tx.forget_expired_sales(expired_before, 4).unwrap();
+            tx.commit().unwrap();
+            forgotten
+        };
+        // Rows 1 to 4, but 3, whose payment record is still queued.
+        assert_eq!(forget(&mut store), 3);
+        // Rows 5 to 8, but 5, which has not expired.
+        assert_eq!(forget(&mut store), 3);
+        // Rows 9 and 10, but 10, the newest; then the sweep begins again.
+        assert_eq!(forget(&mut store), 1);
+        assert_eq!(forget(&mut store), 0);
+        assert_eq!(kept_sales(&mut store, 1..=10), [3, 5, 10]);
+        assert_eq!((rows(&store, "spent"), rows(&store, "deliveries")), (3, 3));
+
+        // Once 3's record is acknowledged, the next pass forgets it.
+        let mut tx = store.begin().unwrap();
+        tx.dequeue_payment_record(&scrip_id(3)).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(forget(&mut store), 1);
+        assert_eq!(kept_sales(&mut store, 1..=10), [5, 10]);
+    }
+
+    #[test]
+    fn forgetting_rolled_back_forgets_nothing_and_is_refused_in_a_group() {
+        use scrip_core::store::GroupCommit;
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        for n in 1..=3 {
+            sell(&mut tx, n);
+            tx.dequeue_payment_record(&scrip_id(n.into())).unwrap();
+        }
+        tx.commit().unwrap();
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap(),
+            2
+        );
+        drop(tx);
+        assert_eq!(kept_sales(&mut store, 1..=3), [1, 2, 3]);
+        let mut tx = store.begin().unwrap();
+        assert_eq!(
+            tx.mark_spent(&scrip_id(1), NOW).unwrap(),
+            Spend::AlreadySpent
+        );
+        drop(tx);
+
+        store.begin_group().unwrap();
+        let mut tx = store.begin().unwrap();
+        let refused = tx
+            .forget_expired_sales(Timestamp(NOW.0 + 1), 10)
+            .unwrap_err();
+        assert!(refused.0.contains("not in a group"), "{refused}");
+        drop(tx);
+        store.end_group().unwrap();
+        assert_eq!(kept_sales(&mut store, 1..=3), [1, 2, 3]);
+    }
+
+    /// The newest row is kept: had it been deleted, the other connection's
+    /// next sale would take its `seq`, which this connection has read past.
+    #[test]
+    fn a_connection_reads_the_sales_another_makes_after_it_forgot_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.db");
+        let mut first = SqliteMerchantStore::open(&path).unwrap();
+        let mut second = SqliteMerchantStore::open(&path).unwrap();
+        let mut tx = first.begin().unwrap();
+        for n in 1..=2 {
+            sell(&mut tx, n);
+            tx.dequeue_payment_record(&scrip_id(n.into())).unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(kept_sales(&mut second, 1..=2), [1, 2], "read by the second");
+
+        let mut tx = first.begin().unwrap();
+        assert_eq!(
+            tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap(),
+            1
+        );
+        tx.commit().unwrap();
+        // The second still indexes the forgotten sale: its row is gone, so
+        // a retry of it finds no delivery, and that is no error.
+        assert_eq!(kept_sales(&mut second, 1..=2), [2]);
+
+        let mut tx = second.begin().unwrap();
+        sell(&mut tx, 3);
+        tx.commit().unwrap();
+        let mut tx = first.begin().unwrap();
+        assert_eq!(
+            tx.mark_spent(&scrip_id(3), NOW).unwrap(),
+            Spend::AlreadySpent
+        );
     }
 
     #[test]

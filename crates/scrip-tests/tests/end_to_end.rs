@@ -505,6 +505,79 @@ fn a_bought_item_is_kept_in_the_wallet_until_it_is_forgotten() {
     sim.assert_conserved();
 }
 
+/// A merchant forgets a sale once its scrip expired more than its retention
+/// ago (`Merchant::forget_expired_sales`): a retry of it is then refused
+/// `Expired`, as a new spend of that scrip always was. A sale not yet
+/// reported to the broker is kept until it is, the newest sale is kept, and
+/// a kept sale's retry still gets its receipt and its proof, since the
+/// receipt batches still in use are kept.
+#[test]
+fn a_merchant_forgets_expired_sales_and_their_scrip_stays_refused() {
+    use scrip_proto::msg::MerchantResponse;
+    use scrip_proto::Refusal;
+
+    let mut sim = Sim::new(14);
+    let (tea, wallet) = tea_customer(
+        &mut sim,
+        scrip_store_sqlite::SqliteWalletStore::open_in_memory().unwrap(),
+    );
+    let buy = |sim: &mut Sim| {
+        let purchase = sim
+            .buy_unsent(wallet, tea, Purchase::Item("green".into()), "0.002")
+            .unwrap();
+        sim.send_to_broker(wallet, &purchase.intent).unwrap();
+        let answer = sim.merchant_bytes(tea, &purchase.buy.request);
+        let w = &mut sim.wallets[wallet];
+        w.wallet
+            .handle_merchant_response(&mut w.store, purchase.buy.request_id, &answer)
+            .unwrap();
+        purchase.buy.request
+    };
+    let reported: Vec<Vec<u8>> = (0..3).map(|_| buy(&mut sim)).collect();
+    assert_eq!(sim.settle(tea).credited, amount("0.006"));
+    let unreported = buy(&mut sim);
+    let batches = |sim: &Sim| {
+        let dump = sim.merchants[tea].store.fingerprint().unwrap();
+        let (_, rest) = dump.split_once("[receipt_batches]\n").unwrap();
+        rest.lines().take_while(|l| !l.starts_with('[')).count()
+    };
+    assert_eq!(batches(&sim), 4, "one group, one batch, per sale");
+
+    let forget = |sim: &mut Sim| {
+        let m = &mut sim.merchants[tea];
+        m.merchant
+            .forget_expired_sales(&mut m.store, sim.now, 4096)
+            .unwrap()
+    };
+    // Expired, but not for longer than the retention: kept.
+    sim.advance(8 * 24 * 3600);
+    assert_eq!(forget(&mut sim), 0);
+    assert!(matches!(
+        sim.merchant_bytes(tea, &reported[0]),
+        MerchantResponse::ItemDelivered(_)
+    ));
+    sim.advance(30 * 24 * 3600);
+    assert_eq!(forget(&mut sim), 3, "all but the unreported sale");
+    assert_eq!(batches(&sim), 1, "only the kept sale's batch");
+    for request in &reported {
+        let answer = sim.merchant_bytes(tea, request);
+        assert!(
+            matches!(answer, MerchantResponse::Refused(Refusal::Expired { .. })),
+            "{answer:?}"
+        );
+    }
+    let answer = sim.merchant_bytes(tea, &unreported);
+    let MerchantResponse::ItemDelivered(delivered) = answer else {
+        panic!("the kept sale is answered again: {answer:?}");
+    };
+    scrip_core::merchant::verify_receipt(&delivered.receipt, &sim.merchant_id(tea)).unwrap();
+
+    // Reported late, it is credited once; as the newest sale it stays.
+    assert_eq!(sim.settle(tea).credited, amount("0.002"));
+    assert_eq!(forget(&mut sim), 0);
+    sim.assert_conserved();
+}
+
 /// The broker's answer carries the log receipt of the request's leaf; the
 /// wallet keeps it with the answer, and no receipt of another request.
 #[test]

@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use libp2p::Multiaddr;
-use scrip_core::{CatalogItem, MerchantConfig, MerchantKeys, WalletKeys};
-use scrip_node::customer::Customer;
+use scrip_core::{CatalogItem, MerchantConfig, MerchantKeys};
 use scrip_node::merchant::{MerchantNode, MerchantSetup};
 use scrip_proto::{AccountNumber, Amount};
 use scrip_store_sqlite::SqliteWalletStore;
@@ -103,27 +102,34 @@ pub fn load_catalog(path: &Path) -> Result<Vec<CatalogItem>, CliError> {
     Ok(items)
 }
 
+/// What `peer run --sell` sells, and how.
+pub struct Sell {
+    pub catalog: PathBuf,
+    pub name: String,
+    pub account: AccountNumber,
+    /// Days a sale is kept after its scrip expired; `None` for the default.
+    pub keep_expired_sales: Option<u64>,
+}
+
 pub async fn run(
     dir: &Path,
     listen: Multiaddr,
-    sell: Option<((PathBuf, String), AccountNumber)>,
+    sell: Option<Sell>,
     net: scrip_node::NetOptions,
     json: bool,
 ) -> Result<(), CliError> {
     let layout = PeerDir(dir.to_owned());
     let broker = broker_address(&layout)?;
     let seed = dirs::read_seed(&layout.seed())?;
-    // Resend what a previous wallet command left pending.
-    let wallet_store = SqliteWalletStore::open(&layout.wallet()).map_err(CliError::local)?;
-    let customer = Customer::connect(
-        broker.clone(),
-        WalletKeys::from_seed(&seed),
-        wallet_store,
-        net,
-    )
-    .await?;
-    drop(customer);
-    let Some(((catalog, name), account)) = sell else {
+    // Resend what a previous wallet command left pending, and write out what it bought.
+    drop(super::wallet::connect(dir, net).await?);
+    let Some(Sell {
+        catalog,
+        name,
+        account,
+        keep_expired_sales,
+    }) = sell
+    else {
         Report::new(
             "peer-running",
             format!("peer running as a customer of {broker}"),
@@ -133,9 +139,15 @@ pub async fn run(
         super::shutdown_signal().await;
         return Ok(());
     };
+    let mut config = MerchantConfig::new(name.clone());
+    if let Some(days) = keep_expired_sales {
+        config.spent_retention = days.checked_mul(24 * 3600).ok_or_else(|| {
+            CliError::local(format!("--keep-expired-sales {days}: too many days"))
+        })?;
+    }
     let setup = MerchantSetup {
         keys: MerchantKeys::from_seed(&seed),
-        config: MerchantConfig::new(name.clone()),
+        config,
         catalog: load_catalog(&catalog)?,
         account,
         pin: super::read_pin()?,
