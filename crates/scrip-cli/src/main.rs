@@ -325,7 +325,7 @@ async fn run(command: Command, net: scrip_node::NetOptions, json: bool) -> Resul
                     print(report)?;
                     // Only now does the user have the item: the wallet may forget it.
                     if let Some(request) = delivers {
-                        cmd::wallet::forget_delivered(&mut customer, request)?;
+                        cmd::wallet::forget_delivered(&mut customer, &dir, request)?;
                     }
                     return Ok(());
                 }

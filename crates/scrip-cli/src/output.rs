@@ -125,12 +125,37 @@ pub fn escape(text: &str) -> String {
 }
 
 /// An item's content as text a terminal shows exactly: valid UTF-8 whose
-/// only control characters are line breaks and tabs. `None` for anything
-/// else, which only its exact bytes in a file can deliver.
+/// only control characters are tabs and line breaks (`\n` or `\r\n`).
+/// `None` for anything else, which only its exact bytes in a file can deliver.
 pub fn terminal_text(content: &[u8]) -> Option<&str> {
-    std::str::from_utf8(content).ok().filter(|text| {
-        !text
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-    })
+    let text = std::str::from_utf8(content).ok()?;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let line_break = c == '\r' && chars.peek() == Some(&'\n');
+        if c.is_control() && c != '\n' && c != '\t' && !line_break {
+            return None;
+        }
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_text;
+
+    #[test]
+    fn a_terminal_is_shown_only_text_that_cannot_drive_it() {
+        for text in ["tea", "two\nlines\r\nand\ttabs\n", "thé ☕", ""] {
+            assert_eq!(terminal_text(text.as_bytes()), Some(text));
+        }
+        for bytes in [
+            &b"\x1b[2J"[..],
+            b"bell\x07",
+            b"back\rover",
+            b"ends in \r",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(terminal_text(bytes), None, "{bytes:?}");
+        }
+    }
 }

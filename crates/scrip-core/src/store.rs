@@ -18,7 +18,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use scrip_proto::crypto::CustomerSecret;
 use scrip_proto::crypto::Signed;
 use scrip_proto::msg::{
-    Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord, Purchase, ReceiptBatch,
+    Intent, IntentReceipt, Licence, MerchantReceipt, PaymentRecord, ReceiptBatch,
 };
 use scrip_proto::{
     AccountNumber, Amount, MerchantId, PublicKey, RequestId, Scrip, ScripId, Timestamp,
@@ -700,7 +700,7 @@ pub enum WalletReceipt {
 
 /// An item a merchant delivered, kept in the wallet from the transaction that
 /// settled its purchase until the user has it written out
-/// ([`crate::wallet::Wallet::forget_item`]): settling takes the pending
+/// ([`crate::wallet::forget_item`]): settling takes the pending
 /// request, and with it the wallet's means to ask the merchant again, so the
 /// item must not live only in memory after that.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -708,7 +708,8 @@ pub struct BoughtItem {
     /// The Buy's request id: the item's name in the wallet.
     pub request_id: RequestId,
     pub merchant: MerchantId,
-    pub purchase: Purchase,
+    /// The catalog item's id (renewals deliver nothing to keep).
+    pub item: String,
     pub price: Amount,
     pub content: Vec<u8>,
 }
@@ -730,7 +731,7 @@ pub trait WalletStore {
     /// wallet does not wait for the disk twice per step, and a purchase
     /// costs the customer one wait, before it pays. Forgetting an item the
     /// user has written out is the one other use
-    /// ([`crate::wallet::Wallet::forget_item`]): a crash that loses it only
+    /// ([`crate::wallet::forget_item`]): a crash that loses it only
     /// has the item written out again.
     fn begin_settle(&mut self) -> Result<Self::Tx<'_>, StoreError> {
         self.begin()

@@ -83,7 +83,7 @@ pub enum BrokerOutcome {
 }
 
 /// An item bought. Unless it was a renewal, the wallet keeps it as a
-/// [`BoughtItem`] under `request_id` until [`Wallet::forget_item`].
+/// [`BoughtItem`] under `request_id` until [`forget_item`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     pub request_id: RequestId,
@@ -430,11 +430,11 @@ impl Wallet {
                     tx.add_receipt(&WalletReceipt::PurchaseInBatch(delivered.receipt.clone()))?;
                     // Settling takes the pending request, and with it the means
                     // to ask for the item again: it is kept in the same commit.
-                    if let Purchase::Item(_) = asked.body.purchase {
+                    if let Purchase::Item(item) = &asked.body.purchase {
                         tx.put_item(&BoughtItem {
                             request_id,
                             merchant,
-                            purchase: asked.body.purchase.clone(),
+                            item: item.clone(),
                             price: asked.body.price,
                             content: delivered.content.clone(),
                         })?;
@@ -563,28 +563,6 @@ impl Wallet {
         Ok(store.begin()?.receipts()?)
     }
 
-    /// The items bought and kept in the wallet: delivered, not yet
-    /// [forgotten](Wallet::forget_item), oldest first.
-    pub fn items(&self, store: &mut impl WalletStore) -> Result<Vec<BoughtItem>, WalletError> {
-        Ok(store.begin()?.items()?)
-    }
-
-    /// Forgets the item bought by `request_id`, once the user has it (written
-    /// out and synced); whether the wallet still kept it.
-    ///
-    /// Its commit need not wait for the disk: if a crash loses it, the item
-    /// is kept again and written out once more, a copy, never a loss.
-    pub fn forget_item(
-        &self,
-        store: &mut impl WalletStore,
-        request_id: RequestId,
-    ) -> Result<bool, WalletError> {
-        let mut tx = store.begin_settle()?;
-        let kept = tx.remove_item(&request_id)?;
-        tx.commit()?;
-        Ok(kept)
-    }
-
     /// Balances by kind and merchant.
     pub fn balances(&self, store: &mut impl WalletStore) -> Result<Balances, WalletError> {
         let mut balances = Balances::default();
@@ -625,6 +603,28 @@ impl Wallet {
         tx.commit()?;
         Ok(pending)
     }
+}
+
+/// The items bought and kept in the wallet: delivered, not yet
+/// [forgotten](forget_item), oldest first. They need no keys, so a wallet
+/// can hand them over before it reaches its broker.
+pub fn kept_items(store: &mut impl WalletStore) -> Result<Vec<BoughtItem>, WalletError> {
+    Ok(store.begin()?.items()?)
+}
+
+/// Forgets the item bought by `request_id`, once the user has it (written
+/// out and synced); whether the wallet still kept it.
+///
+/// Its commit need not wait for the disk: if a crash loses it, the item
+/// is kept again and written out once more, a copy, never a loss.
+pub fn forget_item(
+    store: &mut impl WalletStore,
+    request_id: RequestId,
+) -> Result<bool, WalletError> {
+    let mut tx = store.begin_settle()?;
+    let kept = tx.remove_item(&request_id)?;
+    tx.commit()?;
+    Ok(kept)
 }
 
 /// The smallest available, unexpired scrip of `kind` from `issuer` worth at least `needed`.

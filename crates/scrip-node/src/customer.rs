@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::{identity, Multiaddr, PeerId};
-use scrip_core::store::{BoughtItem, Destination, PendingRequest};
+use scrip_core::store::{Destination, PendingRequest};
 use scrip_core::wallet::{BrokerOutcome, Delivered};
 use scrip_core::{Wallet, WalletError, WalletKeys};
 use scrip_proto::msg::{
@@ -14,7 +14,7 @@ use scrip_proto::msg::{
     Purchase,
 };
 use scrip_proto::{
-    decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, RequestId, Scrip, ScripKind,
+    decode, encode, AccountNumber, Amount, MerchantId, Pin, Refusal, Scrip, ScripKind,
 };
 use scrip_store_sqlite::SqliteWalletStore;
 
@@ -163,16 +163,11 @@ impl Customer {
         }
     }
 
-    /// The items bought and kept in the wallet until the user has them:
-    /// [`Customer::buy`]'s, and those of purchases [`Customer::recover`]
-    /// completed, oldest first.
-    pub fn items(&mut self) -> Result<Vec<BoughtItem>, WalletError> {
-        self.wallet.items(&mut self.store)
-    }
-
-    /// Forgets a kept item once the user has it, written out and synced.
-    pub fn forget_item(&mut self, request_id: RequestId) -> Result<bool, WalletError> {
-        self.wallet.forget_item(&mut self.store, request_id)
+    /// The wallet's store, for what needs no network: the items it keeps
+    /// (`scrip_core::wallet::kept_items`, `forget_item`), bought by
+    /// [`Customer::buy`] or completed by [`Customer::recover`].
+    pub fn store(&mut self) -> &mut SqliteWalletStore {
+        &mut self.store
     }
 
     /// Step 1: Obtain BrokerScrip with a macro-payment from the account.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{open_account, start_broker};
 use rand::rngs::OsRng;
 use scrip_core::store::WalletReceipt;
+use scrip_core::wallet::{forget_item, kept_items};
 use scrip_core::{CatalogItem, MerchantConfig, MerchantKeys, Wallet, WalletKeys};
 use scrip_node::broker::BrokerNode;
 use scrip_node::customer::Customer;
@@ -224,7 +225,7 @@ async fn a_pending_purchase_completes_once_on_the_next_connection() {
     drop(store);
 
     let mut customer = shop.connect_again().await;
-    let kept = customer.items().unwrap();
+    let kept = kept_items(customer.store()).unwrap();
     assert_eq!(kept.len(), 1, "the pending purchase completed on connect");
     assert_eq!(kept[0].content, b"a pot of tea");
     let balances = customer.balances().unwrap();
@@ -238,9 +239,9 @@ async fn a_pending_purchase_completes_once_on_the_next_connection() {
 
     // Connecting again resends nothing, and the item stays kept until it is forgotten.
     let mut customer = shop.connect_again().await;
-    assert_eq!(customer.items().unwrap(), kept);
-    assert!(customer.forget_item(kept[0].request_id).unwrap());
-    assert!(customer.items().unwrap().is_empty());
+    assert_eq!(kept_items(customer.store()).unwrap(), kept);
+    assert!(forget_item(customer.store(), kept[0].request_id).unwrap());
+    assert!(kept_items(customer.store()).unwrap().is_empty());
     let (wallet, mut store) = shop.wallet_of(customer);
     assert!(wallet.pending(&mut store).unwrap().is_empty());
     shop.shutdown().await;

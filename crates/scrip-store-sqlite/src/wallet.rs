@@ -348,7 +348,7 @@ mod tests {
         BoughtItem {
             request_id: request_id(request),
             merchant: merchant_id(1),
-            purchase: scrip_proto::msg::Purchase::Item(format!("item {request}")),
+            item: format!("item {request}"),
             price: amount(25),
             content: vec![0, 0xff, request as u8],
         }

@@ -509,7 +509,7 @@ impl Sim {
 
     pub fn wallet_items(&mut self, wallet: usize) -> Vec<scrip_core::store::BoughtItem> {
         let w = &mut self.wallets[wallet];
-        w.wallet.items(&mut w.store).expect("wallet items")
+        scrip_core::wallet::kept_items(&mut w.store).expect("wallet items")
     }
 
     pub fn wallet_balances(&mut self, wallet: usize) -> scrip_core::wallet::Balances {

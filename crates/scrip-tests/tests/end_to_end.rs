@@ -426,7 +426,7 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     let settled = (
         ww.wallet.scrip(&mut ww.store).unwrap(),
         ww.wallet.receipts(&mut ww.store).unwrap(),
-        ww.wallet.items(&mut ww.store).unwrap(),
+        scrip_core::wallet::kept_items(&mut ww.store).unwrap(),
     );
     assert_eq!(settled.2.len(), 1, "the item is kept with the settlement");
 
@@ -455,7 +455,7 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
     let recovered = (
         ww.wallet.scrip(&mut ww.store).unwrap(),
         ww.wallet.receipts(&mut ww.store).unwrap(),
-        ww.wallet.items(&mut ww.store).unwrap(),
+        scrip_core::wallet::kept_items(&mut ww.store).unwrap(),
     );
     assert_eq!(recovered, settled);
     sim.assert_conserved();
@@ -468,6 +468,7 @@ fn a_purchase_whose_settling_commit_was_lost_is_settled_again_by_resending_it() 
 #[test]
 fn a_bought_item_is_kept_in_the_wallet_until_it_is_forgotten() {
     use scrip_core::store::BoughtItem;
+    use scrip_core::wallet::forget_item;
     use scrip_store_sqlite::SqliteWalletStore;
 
     let dir = tempfile::tempdir().unwrap();
@@ -486,21 +487,15 @@ fn a_bought_item_is_kept_in_the_wallet_until_it_is_forgotten() {
     let kept = BoughtItem {
         request_id: delivered.request_id,
         merchant: sim.merchant_id(tea),
-        purchase: Purchase::Item("green".into()),
+        item: "green".into(),
         price: amount("0.002"),
         content: b"content of green".to_vec(),
     };
     assert_eq!(sim.wallet_items(wallet), vec![kept]);
 
-    let w = &mut sim.wallets[wallet];
-    assert!(w
-        .wallet
-        .forget_item(&mut w.store, delivered.request_id)
-        .unwrap());
-    assert!(!w
-        .wallet
-        .forget_item(&mut w.store, delivered.request_id)
-        .unwrap());
+    let store = &mut sim.wallets[wallet].store;
+    assert!(forget_item(store, delivered.request_id).unwrap());
+    assert!(!forget_item(store, delivered.request_id).unwrap());
     assert!(sim.wallet_items(wallet).is_empty());
     sim.assert_conserved();
 }

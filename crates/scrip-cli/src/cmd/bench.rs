@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::OsRng;
 use scrip_core::store::{MerchantStore, MerchantTx};
+use scrip_core::wallet::forget_item;
 use scrip_core::{
     Broker, BrokerConfig, BrokerKeys, CatalogItem, Merchant, MerchantConfig, MerchantKeys,
     PinHashing, Wallet, WalletKeys,
@@ -1068,6 +1069,7 @@ fn payment_record_rate(db: &Path, count: usize) -> f64 {
             .handle(&mut merchant_store, rig.now, &mut OsRng, &request);
         rig.wallet
             .handle_merchant_response(&mut rig.wallet_store, purchase.buy.request_id, &response)
+            .and_then(|_| forget_item(&mut rig.wallet_store, purchase.buy.request_id))
             .expect("item");
         rig.wallet
             .cancel_unsent(&mut rig.wallet_store, purchase.intent.request_id)
@@ -1262,8 +1264,7 @@ impl Loopback {
                             .await
                             .map_err(|e| e.to_string())?;
                         // As `scrip wallet buy` does once the item is written out.
-                        customer
-                            .forget_item(delivered.request_id)
+                        forget_item(customer.store(), delivered.request_id)
                             .map_err(|e| e.to_string())?;
                     }
                     Ok::<_, String>(customer)
@@ -1300,9 +1301,7 @@ async fn buy_latencies(
             .map_err(|e| e.to_string())?;
         samples.push(started.elapsed());
         // The item is in hand when `buy` returns; forgetting it comes after.
-        customer
-            .forget_item(delivered.request_id)
-            .map_err(|e| e.to_string())?;
+        forget_item(customer.store(), delivered.request_id).map_err(|e| e.to_string())?;
     }
     Ok(samples)
 }

@@ -4,6 +4,7 @@
 
 use scrip_core::ledger::LedgerAccount;
 use scrip_core::store::ScripState;
+use scrip_core::wallet::forget_item;
 use scrip_core::{
     Broker, BrokerConfig, BrokerKeys, CatalogItem, MerchantConfig, MerchantKeys, WalletKeys,
 };
@@ -178,8 +179,7 @@ pub async fn run() -> Result<(), CliError> {
             String::from_utf8_lossy(&delivered.content)
         );
         // The wallet keeps each item until its user has it.
-        customer
-            .forget_item(delivered.request_id)
+        forget_item(customer.store(), delivered.request_id)
             .map_err(scrip_node::customer::CustomerError::from)?;
         spent = held.map(|h| (h.scrip, h.secret));
     }
@@ -231,8 +231,7 @@ pub async fn run() -> Result<(), CliError> {
         "   tea bought the daily: \"{}\"",
         String::from_utf8_lossy(&paper.content)
     );
-    tea_wallet
-        .forget_item(paper.request_id)
+    forget_item(tea_wallet.store(), paper.request_id)
         .map_err(scrip_node::customer::CustomerError::from)?;
     news.service
         .forward_payment_records(&news.link)

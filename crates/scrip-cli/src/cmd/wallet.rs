@@ -1,11 +1,17 @@
 //! `scrip wallet DIR …`: a peer's wallet on the network.
+//!
+//! A bought item is kept in the wallet from the commit that settles its
+//! purchase (`scrip_core::store::BoughtItem`) until the user has it: written
+//! to `--out` and synced, or to standard output. Whatever a run could not
+//! hand over, the next command writes to `recovered-<request id>` in the
+//! peer directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use scrip_core::wallet::{forget_item, kept_items};
 use scrip_core::WalletKeys;
 use scrip_node::customer::{Customer, CustomerError};
-use scrip_proto::msg::Purchase;
 use scrip_proto::{AccountNumber, Amount, RequestId, Scrip};
 use scrip_store_sqlite::SqliteWalletStore;
 use serde_json::json;
@@ -14,82 +20,154 @@ use crate::dirs::{self, PeerDir};
 use crate::output::{escape, terminal_text, CliError, Report};
 
 /// Connects the wallet of a peer directory to its broker, resending anything
-/// left pending, and writes out every item the wallet still keeps.
+/// left pending, and writes out every item the wallet keeps: before it
+/// connects, since that needs no broker, and after, for the purchases that
+/// resending completed.
 pub async fn connect(dir: &Path, net: scrip_node::NetOptions) -> Result<Customer, CliError> {
     let layout = PeerDir(dir.to_owned());
     let broker = super::peer::broker_address(&layout)?;
     let seed = dirs::read_seed(&layout.seed())?;
-    let store = SqliteWalletStore::open(&layout.wallet()).map_err(CliError::local)?;
+    let mut store = SqliteWalletStore::open(&layout.wallet()).map_err(CliError::local)?;
+    write_kept_items(&mut store, dir)?;
     let mut customer = Customer::connect(broker, WalletKeys::from_seed(&seed), store, net).await?;
-    write_kept_items(&mut customer, dir)?;
+    write_kept_items(customer.store(), dir)?;
     Ok(customer)
 }
 
-/// Writes each item the wallet keeps to `recovered-<request id>` in the peer
-/// directory, synced, and then forgets it. The wallet keeps an item from the
-/// moment its purchase settles until the user has it: a purchase an earlier
-/// run left pending that [`Customer::connect`] just completed, a run that
-/// stopped before writing its item out, or an item a terminal cannot show.
-fn write_kept_items(customer: &mut Customer, dir: &Path) -> Result<(), CliError> {
-    let items = customer.items().map_err(CustomerError::from)?;
-    for item in items {
-        let path = recovered_path(dir, item.request_id);
-        let what = match &item.purchase {
-            Purchase::Item(id) => format!("the item \"{}\"", escape(id)),
-            Purchase::Renew => "a renewal".into(),
-        };
-        match write_synced(&path, &item.content) {
-            Ok(()) => {
-                eprintln!("note: {what} bought and not yet written out is in {}", path.display());
-                customer
-                    .forget_item(item.request_id)
-                    .map_err(CustomerError::from)?;
-            }
-            Err(e) => eprintln!(
-                "note: {what} bought and not yet written out cannot be written to {}: {e}; the wallet keeps it and tries again on its next command",
-                path.display()
+/// Hands over each item the wallet keeps in its `recovered-` file, with a
+/// note on stderr. One that cannot be written stays kept, for the next command.
+fn write_kept_items(store: &mut SqliteWalletStore, dir: &Path) -> Result<(), CliError> {
+    for item in kept_items(store).map_err(CustomerError::from)? {
+        let what = format!(
+            "the item \"{}\" bought and not yet written out",
+            escape(&item.item)
+        );
+        match hand_over(store, dir, item.request_id, &item.content) {
+            Ok(path) => eprintln!("note: {what} is in {}", path.display()),
+            Err(error) => eprintln!(
+                "note: {what} {error}; the wallet keeps it and tries again on its next command"
             ),
         }
     }
     Ok(())
 }
 
+/// Writes an item to `recovered-<request>` in the peer directory, whole or
+/// not at all (a synced temporary file renamed over it, and the directory
+/// synced), and then lets the wallet forget it.
+fn hand_over(
+    store: &mut SqliteWalletStore,
+    dir: &Path,
+    request: RequestId,
+    content: &[u8],
+) -> Result<PathBuf, String> {
+    let path = recovered_path(dir, request);
+    let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut file| {
+        file.write_all(content)?;
+        file.as_file().sync_all()?;
+        file.persist(&path).map_err(|e| e.error)?;
+        sync_directory(dir)
+    });
+    written.map_err(|e| format!("cannot be written to {}: {e}", path.display()))?;
+    // Should this fail, the item stays kept too, and is written once more.
+    forget_item(store, request).map_err(|e| format!("is in {}, but {e}", path.display()))?;
+    Ok(path)
+}
+
 fn recovered_path(dir: &Path, request: RequestId) -> PathBuf {
     dir.join(format!("recovered-{request}"))
 }
 
-/// Writes `content` to a new or truncated file at `path`, and syncs the file
-/// and its directory, so the item is on disk before the wallet forgets it.
-fn write_synced(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(content)?;
-    file.sync_all()?;
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
     };
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Once a purchase's report is out, the user has the item: syncs standard
-/// output if it is a file, then lets the wallet forget the item.
-pub fn forget_delivered(customer: &mut Customer, request: RequestId) -> Result<(), CliError> {
-    use std::os::fd::AsFd;
-    let synced = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .and_then(|out| match out.metadata()?.is_file() {
-            true => out.sync_all(),
-            false => Ok(()),
-        });
-    synced.map_err(|e| {
-        CliError::local(format!(
-            "bought, but cannot sync standard output: {e}; the wallet keeps the item and writes it to a recovered-{request} file on its next command"
-        ))
-    })?;
-    customer.forget_item(request).map_err(CustomerError::from)?;
+/// Writes `content` to `path` (created or truncated). A regular file, and
+/// the directory that names it, are synced, so the item is on disk before
+/// the wallet forgets it; a pipe or a device has it once it is written.
+fn write_synced(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(content)?;
+    if file.metadata()?.is_file() {
+        file.sync_all()?;
+        sync_directory(path.parent().unwrap_or(Path::new(".")))?;
+    }
     Ok(())
+}
+
+/// Where standard output goes, which decides how an item is handed over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stdout {
+    Terminal,
+    /// A regular file, synced before the wallet forgets the item.
+    File,
+    /// A pipe or a socket: the reader has the item once it is written.
+    Stream,
+    /// Anything else, `/dev/null` or a closed descriptor (which the Rust
+    /// runtime opens on `/dev/null`): an item written there is lost.
+    Nowhere,
+}
+
+impl Stdout {
+    fn now() -> Stdout {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileTypeExt;
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            return Stdout::Terminal;
+        }
+        let kind = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| std::fs::File::from(fd).metadata())
+            .map(|metadata| metadata.file_type());
+        match kind {
+            Ok(kind) if kind.is_file() => Stdout::File,
+            Ok(kind) if kind.is_fifo() || kind.is_socket() => Stdout::Stream,
+            _ => Stdout::Nowhere,
+        }
+    }
+}
+
+/// Once a purchase's report is out, the user has the item: syncs standard
+/// output if it is a regular file (and, where `/proc` names it, its
+/// directory), then lets the wallet forget the item.
+pub fn forget_delivered(
+    customer: &mut Customer,
+    dir: &Path,
+    request: RequestId,
+) -> Result<(), CliError> {
+    use std::os::fd::AsFd;
+    let kept_hint = || kept_hint(dir, request);
+    if Stdout::now() == Stdout::File {
+        let synced = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| std::fs::File::from(fd).sync_all())
+            .and_then(|()| match std::fs::read_link("/proc/self/fd/1") {
+                Ok(file) => sync_directory(file.parent().unwrap_or(Path::new("/"))),
+                Err(_) => Ok(()),
+            });
+        synced.map_err(|e| {
+            CliError::local(format!("bought, but cannot sync standard output: {e}"))
+                .with_hint(kept_hint())
+        })?;
+    }
+    forget_item(customer.store(), request).map_err(|e| {
+        CliError::local(format!("bought and written out, but {e}")).with_hint(kept_hint())
+    })?;
+    Ok(())
+}
+
+fn kept_hint(dir: &Path, request: RequestId) -> String {
+    format!(
+        "the wallet keeps the item and writes it to {} on its next command",
+        recovered_path(dir, request).display()
+    )
 }
 
 fn scrip_json(scrip: &[Scrip]) -> serde_json::Value {
@@ -195,10 +273,11 @@ pub async fn catalog(customer: &mut Customer, merchant: &str) -> Result<Report, 
     ))
 }
 
-/// Step 3. The report holds the item unless `out` names a file or it is not
-/// text a terminal can show; with it, the purchase's request id for
-/// [`forget_delivered`] once the report is out. An item the report does not
-/// deliver is written to a `recovered-` file here.
+/// Step 3. The report holds the item when standard output delivers it
+/// (text a terminal can show, or any bytes into a file or a pipe); with it,
+/// the purchase's request id for [`forget_delivered`] once the report is
+/// out. An item written to `out`, or to a `recovered-` file because the
+/// report cannot deliver it, is forgotten here.
 pub async fn buy(
     customer: &mut Customer,
     dir: &Path,
@@ -210,68 +289,69 @@ pub async fn buy(
 ) -> Result<(Report, Option<RequestId>), CliError> {
     let entry = customer.resolve(merchant).await?;
     let delivered = customer.buy(entry.merchant, item, top_up).await?;
-    let request = delivered.request_id;
+    let (request, content) = (delivered.request_id, &delivered.content);
     let change = delivered
         .change
         .as_ref()
         .map(|c| c.value())
         .unwrap_or(Amount::ZERO);
-    let kept_hint = || {
-        format!(
-            "the wallet keeps the item and writes it to {} on its next command",
-            recovered_path(dir, request).display()
-        )
-    };
     let mut data = json!({ "merchant": entry.name, "item": item, "change": change.to_string(), "request_id": request.to_string() });
     let (item, name) = (escape(item), escape(&entry.name));
-    let mut text = String::new();
-    // Whether the report delivers the item, so the wallet may forget it once the report is out.
-    let mut delivers = true;
-    match out {
-        Some(path) => {
-            write_synced(path, &delivered.content).map_err(|e| {
-                CliError::local(format!("bought, but cannot write {}: {e}", path.display()))
-                    .with_hint(kept_hint())
-            })?;
-            text = format!(
+    let kept = |why: String| {
+        CliError::local(format!("bought, but {why}")).with_hint(kept_hint(dir, request))
+    };
+    // Writes the item to its `recovered-` file because the report cannot deliver it.
+    let mut recovered = |why: &str| {
+        hand_over(customer.store(), dir, request, content)
+            .map(|path| {
+                eprintln!("note: {why}; the item is in {}", path.display());
+                format!(
+                    "bought {item} from {name}, written to {}; change {change}",
+                    path.display()
+                )
+            })
+            .map_err(|e| kept(format!("{why}, and the item {e}")))
+    };
+    let (text, delivers) = match (out, Stdout::now()) {
+        (Some(path), _) => {
+            write_synced(path, content)
+                .map_err(|e| kept(format!("cannot write {}: {e}", path.display())))?;
+            forget_item(customer.store(), request)
+                .map_err(|e| kept(format!("the item is in {}, and {e}", path.display())))?;
+            let text = format!(
                 "bought {item} from {name}, written to {}; change {change}",
                 path.display()
             );
+            (text, None)
         }
+        (None, Stdout::Nowhere) => (recovered("standard output goes nowhere")?, None),
         // Exact in JSON: text as a string, anything else as hex.
-        None if json_output => match std::str::from_utf8(&delivered.content) {
-            Ok(content) => data["content"] = json!(content),
-            Err(_) => data["content_hex"] = json!(hex::encode(&delivered.content)),
-        },
-        // On a terminal, text the merchant chose cannot drive it; into a pipe or file, the exact bytes.
-        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
-            match terminal_text(&delivered.content) {
-                Some(content) => text.push_str(content),
-                None => {
-                    delivers = false;
-                    write_kept_items(customer, dir)?;
-                    text = format!(
-                        "bought {item} from {name}, {} bytes that are not text (the note above says where they are); change {change}",
-                        delivered.content.len()
-                    );
-                }
+        (None, _) if json_output => {
+            match std::str::from_utf8(content) {
+                Ok(text) => data["content"] = json!(text),
+                Err(_) => data["content_hex"] = json!(hex::encode(content)),
             }
+            (String::new(), Some(request))
         }
-        None => {
+        // Text the merchant chose must not drive the terminal.
+        (None, Stdout::Terminal) => match terminal_text(content) {
+            Some(text) => (text.to_owned(), Some(request)),
+            None => (
+                recovered(&format!("{} bytes that are not text", content.len()))?,
+                None,
+            ),
+        },
+        // Into a file or a pipe, the exact bytes.
+        (None, Stdout::File | Stdout::Stream) => {
             let mut stdout = std::io::stdout();
             stdout
-                .write_all(&delivered.content)
-                .and_then(|_| stdout.flush())
-                .map_err(|e| {
-                    CliError::local(format!("bought, but cannot write the item: {e}"))
-                        .with_hint(kept_hint())
-                })?;
+                .write_all(content)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| kept(format!("cannot write the item: {e}")))?;
+            (String::new(), Some(request))
         }
-    }
-    Ok((
-        Report::new("purchase", text, data),
-        delivers.then_some(request),
-    ))
+    };
+    Ok((Report::new("purchase", text, data), delivers))
 }
 
 pub async fn balance(customer: &mut Customer) -> Result<Report, CliError> {
