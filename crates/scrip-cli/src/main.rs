@@ -172,8 +172,8 @@ enum PeerCommand {
         account: Option<AccountNumber>,
         /// Days a sale is kept after its scrip expired, so that a customer
         /// who lost the answer can ask again; then it is forgotten, and its
-        /// scrip stays refused as expired (default: 30).
-        #[arg(long, requires = "sell", value_name = "DAYS")]
+        /// scrip stays refused as expired (at least 1; default: 30).
+        #[arg(long, requires = "sell", value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..))]
         keep_expired_sales: Option<u64>,
     },
 }

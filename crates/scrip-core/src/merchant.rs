@@ -31,6 +31,7 @@ use crate::keys::MerchantKeys;
 use crate::log::{record_hash, MemoryTree};
 use crate::store::{
     decode_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend, StoreError, StoredResponse,
+    Swept,
 };
 use crate::validate::{verify_spend, Expected};
 
@@ -47,6 +48,10 @@ pub struct CatalogItem {
     pub content: Vec<u8>,
 }
 
+/// The shortest [`MerchantConfig::spent_retention`] the merchant uses: a
+/// clock set back by less than this cannot reopen a forgotten sale's scrip.
+pub const MIN_SPENT_RETENTION: u64 = 24 * 3600;
+
 /// How a merchant runs.
 #[derive(Debug, Clone)]
 pub struct MerchantConfig {
@@ -59,7 +64,8 @@ pub struct MerchantConfig {
     /// its stored delivery ([`Merchant::forget_expired_sales`]). An expired
     /// scrip is refused before the spent set is read, so forgetting it
     /// cannot let it be spent twice while the clock does not step back by
-    /// more than this; until then a lost answer can be asked for again.
+    /// more than this; until then a lost answer can be asked for again. At
+    /// least [`MIN_SPENT_RETENTION`].
     pub spent_retention: u64,
 }
 
@@ -518,8 +524,8 @@ impl Merchant {
     /// [`MerchantConfig::spent_retention`] before `now`, of the next `rows`
     /// the sweep looks at ([`MerchantTx::forget_expired_sales`]), and the
     /// receipt batches no delivery kept needs any more, in one transaction.
-    /// Returns how many sales it forgot. So a merchant's store, and its spent
-    /// set in memory, stop growing once sales expire as fast as they are made.
+    /// So a merchant's store, and its spent set in memory, stop growing once
+    /// sales are forgotten as fast as they are made.
     ///
     /// A Buy of a forgotten sale's scrip is refused `Expired`, as it was
     /// before: the expiry is checked before the spent set. A retry of the
@@ -529,24 +535,21 @@ impl Merchant {
         store: &mut impl MerchantStore,
         now: Timestamp,
         rows: usize,
-    ) -> Result<usize, StoreError> {
-        let Some(before) = now.0.checked_sub(self.config.spent_retention) else {
-            return Ok(0);
+    ) -> Result<Swept, StoreError> {
+        let retention = self.config.spent_retention.max(MIN_SPENT_RETENTION);
+        let Some(before) = now.0.checked_sub(retention) else {
+            return Ok(Swept::default());
         };
         let mut tx = store.begin()?;
-        let forgotten = tx.forget_expired_sales(Timestamp(before), rows)?;
-        if forgotten > 0 {
-            // Batches are numbered in the order sales are kept.
-            let oldest_in_use = match tx.oldest_delivery()? {
-                Some(stored) => Some(
-                    decode_stored::<StoredDelivery>(&stored.response, "stored delivery")?.batch,
-                ),
-                None => None,
-            };
-            tx.forget_receipt_batches_before(oldest_in_use)?;
+        let swept = tx.forget_expired_sales(Timestamp(before), rows)?;
+        // Batches are numbered in the order sales are kept. With no kept
+        // delivery to say which is the oldest in use, none is forgotten.
+        if let (true, Some(oldest)) = (swept.forgotten > 0, tx.oldest_delivery()?) {
+            let batch = decode_stored::<StoredDelivery>(&oldest.response, "stored delivery")?.batch;
+            tx.forget_receipt_batches_before(batch)?;
         }
         tx.commit()?;
-        Ok(forgotten)
+        Ok(swept)
     }
 
     /// Keeps the broker's log receipts of the merchant's registration, to

@@ -622,19 +622,29 @@ pub trait MerchantTx {
     /// the next after those the previous call looked at (from the oldest
     /// again once it passed the newest), so a large spent set is swept a
     /// window at a time. Keeps a sale whose payment record is still queued,
-    /// one whose expiry is unknown, and the newest sale. Returns how many it
-    /// forgot. Only in a transaction of its own, never in a group.
+    /// one whose expiry is unknown, and the newest sale. Only in a
+    /// transaction of its own, never in a group.
     fn forget_expired_sales(
         &mut self,
         expired_before: Timestamp,
         rows: usize,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<Swept, StoreError>;
     /// The delivery kept longest among those whose receipt batch is stored
     /// apart ([`StoredResponse::leaf`] set): its batch is the oldest in use.
     fn oldest_delivery(&mut self) -> Result<Option<StoredResponse>, StoreError>;
-    /// Forgets the receipt batches numbered below `number`, or every batch if `None`.
-    fn forget_receipt_batches_before(&mut self, number: Option<u64>) -> Result<(), StoreError>;
+    /// Forgets the receipt batches numbered below `number` that no stored
+    /// answer needs (the store knows those its earlier schemas kept elsewhere).
+    fn forget_receipt_batches_before(&mut self, number: u64) -> Result<(), StoreError>;
     fn commit(self) -> Result<(), StoreError>;
+}
+
+/// What one window of the sweep of expired sales did ([`MerchantTx::forget_expired_sales`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Sales forgotten.
+    pub forgotten: usize,
+    /// The window reached the newest sale: the next begins again at the oldest.
+    pub reached_newest: bool,
 }
 
 /// A merchant's signed receipt batch as stored, with the hashes of its leaves in order.

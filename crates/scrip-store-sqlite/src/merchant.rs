@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 use scrip_core::store::{
     decode_stored, request_id_from_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend,
-    StoreError, StoredAsI64, StoredResponse,
+    StoreError, StoredAsI64, StoredResponse, Swept,
 };
 use scrip_proto::crypto::Signed;
 use scrip_proto::msg::{PaymentRecord, ReceiptBatch};
@@ -407,6 +407,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         request: &RequestId,
     ) -> Result<Option<StoredResponse>, StoreError> {
         type Columns = (
+            Vec<u8>,
             Option<i64>,
             Option<Vec<u8>>,
             Option<Vec<u8>>,
@@ -420,29 +421,34 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         let row: Option<Columns> = self
             .tx
             .statement(
-                "SELECT s.delivery, d.request_id, d.request_digest, d.response, d.leaf
+                "SELECT s.id, s.delivery, d.request_id, d.request_digest, d.response, d.leaf
                  FROM spent s LEFT JOIN deliveries d ON d.seq = s.delivery
-                 WHERE s.seq = ?1 AND s.id = ?2",
+                 WHERE s.seq = ?1",
             )
             .and_then(|statement| {
                 statement
-                    .query_row(params![seq, id], |row| Columns::try_from(row))
+                    .query_row([seq], |row| Columns::try_from(row))
                     .optional()
             })
             .map_err(failed("cannot read stored delivery"))?;
-        match row {
+        let Some((spent, delivery, sold_to, digest, response, leaf)) = row else {
             // Only forgetting deletes spent rows: another connection forgot
             // this expired sale, and this one's index still holds it.
-            None => Ok(None),
+            return Ok(None);
+        };
+        if spent != id {
+            return Err(StoreError::corrupt("spent row of an indexed scrip"));
+        }
+        match (delivery, sold_to, digest, response, leaf) {
             // Sold before deliveries were kept by scrip (migration 6).
-            Some((None, ..)) => db::stored_response(&mut self.tx, request),
-            Some((Some(_), Some(sold_to), Some(digest), Some(response), leaf)) => {
+            (None, ..) => db::stored_response(&mut self.tx, request),
+            (Some(_), Some(sold_to), Some(digest), Some(response), leaf) => {
                 if request_id_from_stored(&sold_to)? != *request {
                     return Ok(None);
                 }
                 db::response_from_stored(digest, response, leaf).map(Some)
             }
-            Some((Some(_), ..)) => Err(StoreError::corrupt("delivery of a spent scrip")),
+            (Some(_), ..) => Err(StoreError::corrupt("delivery of a spent scrip")),
         }
     }
 
@@ -632,7 +638,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         &mut self,
         expired_before: Timestamp,
         rows: usize,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Swept, StoreError> {
         const CANNOT: &str = "cannot forget expired sales";
         self.still_open()?;
         if self.spent.nested {
@@ -687,9 +693,12 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             })
             .map_err(failed(CANNOT))?;
         self.spent.index.swept_to = last.unwrap_or(0);
-        let count = forgotten.len();
+        let swept = Swept {
+            forgotten: forgotten.len(),
+            reached_newest: last.is_none(),
+        };
         self.spent.forgotten.extend(forgotten);
-        Ok(count)
+        Ok(swept)
     }
 
     fn oldest_delivery(&mut self) -> Result<Option<StoredResponse>, StoreError> {
@@ -709,11 +718,15 @@ impl MerchantTx for SqliteMerchantTx<'_> {
             .transpose()
     }
 
-    fn forget_receipt_batches_before(&mut self, number: Option<u64>) -> Result<(), StoreError> {
-        let below = number.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    /// Answers stored before migration 6 are in `responses`, and name their
+    /// batches inside their bytes: while any of them has a leaf, no batch goes.
+    fn forget_receipt_batches_before(&mut self, number: u64) -> Result<(), StoreError> {
         self.tx
-            .statement("DELETE FROM receipt_batches WHERE number < ?1")
-            .and_then(|statement| statement.execute([below]))
+            .statement(
+                "DELETE FROM receipt_batches WHERE number < ?1
+                 AND NOT EXISTS (SELECT 1 FROM responses WHERE leaf IS NOT NULL)",
+            )
+            .and_then(|statement| statement.execute([i64::try_from(number).unwrap_or(i64::MAX)]))
             .map(drop)
             .map_err(failed("cannot forget receipt batches"))
     }
@@ -767,6 +780,21 @@ mod tests {
         sell_expiring(tx, n, NOW);
     }
 
+    /// A signed receipt batch of `size` leaves.
+    fn batch(size: u64) -> Signed<ReceiptBatch> {
+        Signed::sign(
+            ReceiptBatch {
+                merchant: merchant_id(1),
+                size,
+                root: [size as u8; 32],
+                at: NOW,
+            },
+            &scrip_proto::crypto::SigningKey::from_secret(&scrip_proto::Secret32::from_bytes(
+                [6; 32],
+            )),
+        )
+    }
+
     /// [`sell`] of a scrip that expires at `expiry`.
     fn sell_expiring(tx: &mut SqliteMerchantTx<'_>, n: u8, expiry: Timestamp) {
         let scrip = scrip_id(n.into());
@@ -810,25 +838,34 @@ mod tests {
         let expired_before = Timestamp(NOW.0 + 1);
         let forget = |store: &mut SqliteMerchantStore| {
             let mut tx = store.begin().unwrap();
-            let forgotten = tx.forget_expired_sales(expired_before, 4).unwrap();
+            let swept = tx.forget_expired_sales(expired_before, 4).unwrap();
             tx.commit().unwrap();
-            forgotten
+            (swept.forgotten, swept.reached_newest)
         };
         // Rows 1 to 4, but 3, whose payment record is still queued.
-        assert_eq!(forget(&mut store), 3);
+        assert_eq!(forget(&mut store), (3, false));
         // Rows 5 to 8, but 5, which has not expired.
-        assert_eq!(forget(&mut store), 3);
+        assert_eq!(forget(&mut store), (3, false));
         // Rows 9 and 10, but 10, the newest; then the sweep begins again.
-        assert_eq!(forget(&mut store), 1);
-        assert_eq!(forget(&mut store), 0);
+        assert_eq!(forget(&mut store), (1, true));
+        assert_eq!(forget(&mut store), (0, true));
         assert_eq!(kept_sales(&mut store, 1..=10), [3, 5, 10]);
         assert_eq!((rows(&store, "spent"), rows(&store, "deliveries")), (3, 3));
+        // Forgotten ids have left the index: the store itself would take
+        // them again (the merchant refuses their scrip as expired first).
+        let mut tx = store.begin().unwrap();
+        assert_eq!(tx.mark_spent(&scrip_id(1), NOW).unwrap(), Spend::Fresh);
+        assert_eq!(
+            tx.mark_spent(&scrip_id(3), NOW).unwrap(),
+            Spend::AlreadySpent
+        );
+        drop(tx);
 
         // Once 3's record is acknowledged, the next pass forgets it.
         let mut tx = store.begin().unwrap();
         tx.dequeue_payment_record(&scrip_id(3)).unwrap();
         tx.commit().unwrap();
-        assert_eq!(forget(&mut store), 1);
+        assert_eq!(forget(&mut store), (1, true));
         assert_eq!(kept_sales(&mut store, 1..=10), [5, 10]);
     }
 
@@ -843,10 +880,8 @@ mod tests {
         }
         tx.commit().unwrap();
         let mut tx = store.begin().unwrap();
-        assert_eq!(
-            tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap(),
-            2
-        );
+        let swept = tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap();
+        assert_eq!(swept.forgotten, 2);
         drop(tx);
         assert_eq!(kept_sales(&mut store, 1..=3), [1, 2, 3]);
         let mut tx = store.begin().unwrap();
@@ -867,6 +902,67 @@ mod tests {
         assert_eq!(kept_sales(&mut store, 1..=3), [1, 2, 3]);
     }
 
+    /// A row gone is a sale another connection forgot; a row at the indexed
+    /// `seq` that names another id is corruption, never a sale to refuse.
+    #[test]
+    fn an_indexed_row_of_another_id_is_corruption() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        sell(&mut tx, 1);
+        tx.commit().unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE spent SET id = ?1 WHERE seq = 1",
+                [scrip_id(9).to_key()],
+            )
+            .unwrap();
+        let mut tx = store.begin().unwrap();
+        let error = tx
+            .stored_delivery(&scrip_id(1), &request_id(1))
+            .unwrap_err();
+        assert!(error.0.contains("corrupt"), "{error}");
+    }
+
+    /// Migration 6 marked spent, with an expiry of 0 for unknown, scrip whose
+    /// records were queued: such a row may be of scrip still good.
+    #[test]
+    fn a_sale_of_unknown_expiry_is_never_forgotten() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        for n in 1..=3 {
+            sell_expiring(&mut tx, n, if n == 1 { Timestamp(0) } else { NOW });
+            tx.dequeue_payment_record(&scrip_id(n.into())).unwrap();
+        }
+        let swept = tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(swept.forgotten, 1);
+        assert_eq!(kept_sales(&mut store, 1..=3), [1, 3]);
+    }
+
+    /// Receipt batches below the oldest kept delivery's go, but none while an
+    /// answer stored before migration 6 (in `responses`) may need one.
+    #[test]
+    fn receipt_batches_go_only_when_no_stored_answer_can_need_them() {
+        let mut store = SqliteMerchantStore::open_in_memory().unwrap();
+        let mut tx = store.begin().unwrap();
+        for n in 1..=4 {
+            tx.store_receipt_batch(&batch(1), &[[n; 32]]).unwrap();
+        }
+        tx.forget_receipt_batches_before(3).unwrap();
+        assert!(tx.receipt_batch(2).unwrap().is_none());
+        assert!(tx.receipt_batch(3).unwrap().is_some());
+        tx.tx
+            .execute(
+                "INSERT INTO responses (request_id, request_digest, response, leaf)
+                 VALUES (x'00', x'00', x'00', 0)",
+                [],
+            )
+            .unwrap();
+        tx.forget_receipt_batches_before(5).unwrap();
+        assert!(tx.receipt_batch(3).unwrap().is_some());
+    }
+
     /// The newest row is kept: had it been deleted, the other connection's
     /// next sale would take its `seq`, which this connection has read past.
     #[test]
@@ -884,10 +980,8 @@ mod tests {
         assert_eq!(kept_sales(&mut second, 1..=2), [1, 2], "read by the second");
 
         let mut tx = first.begin().unwrap();
-        assert_eq!(
-            tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap(),
-            1
-        );
+        let swept = tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap();
+        assert_eq!(swept.forgotten, 1);
         tx.commit().unwrap();
         // The second still indexes the forgotten sale: its row is gone, so
         // a retry of it finds no delivery, and that is no error.
@@ -1023,19 +1117,6 @@ mod tests {
 
     #[test]
     fn receipt_batches_are_numbered_and_kept_with_their_leaves() {
-        let batch = |size: u64| {
-            Signed::sign(
-                ReceiptBatch {
-                    merchant: merchant_id(1),
-                    size,
-                    root: [size as u8; 32],
-                    at: NOW,
-                },
-                &scrip_proto::crypto::SigningKey::from_secret(&scrip_proto::Secret32::from_bytes(
-                    [6; 32],
-                )),
-            )
-        };
         let mut store = SqliteMerchantStore::open_in_memory().unwrap();
         let mut tx = store.begin().unwrap();
         let first = tx
