@@ -31,7 +31,7 @@ use crate::keys::MerchantKeys;
 use crate::log::{record_hash, MemoryTree};
 use crate::store::{
     decode_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend, StoreError, StoredResponse,
-    Swept,
+    SweepFrom, Swept,
 };
 use crate::validate::{verify_spend, Expected};
 
@@ -535,13 +535,14 @@ impl Merchant {
         store: &mut impl MerchantStore,
         now: Timestamp,
         rows: usize,
+        from: SweepFrom,
     ) -> Result<Swept, StoreError> {
         let retention = self.config.spent_retention.max(MIN_SPENT_RETENTION);
         let Some(before) = now.0.checked_sub(retention) else {
             return Ok(Swept::default());
         };
         let mut tx = store.begin()?;
-        let swept = tx.forget_expired_sales(Timestamp(before), rows)?;
+        let swept = tx.forget_expired_sales(Timestamp(before), rows, from)?;
         // Batches are numbered in the order sales are kept. With no kept
         // delivery to say which is the oldest in use, none is forgotten.
         if let (true, Some(oldest)) = (swept.forgotten > 0, tx.oldest_delivery()?) {

@@ -618,8 +618,9 @@ pub trait MerchantTx {
     fn add_receipt(&mut self, receipt: &scrip_proto::msg::LogReceipt) -> Result<(), StoreError>;
     fn receipts(&mut self) -> Result<Vec<scrip_proto::msg::LogReceipt>, StoreError>;
     /// Forgets the sales whose scrip expired before `expired_before`: each
-    /// one's spent mark and stored delivery. Looks at `rows` sales at most,
-    /// the next after those the previous call looked at (from the oldest
+    /// one's spent mark and stored delivery. Looks at `rows` sales at most:
+    /// the oldest ([`SweepFrom::Oldest`]), or the next after those the
+    /// previous such call looked at ([`SweepFrom::Where`], from the oldest
     /// again once it passed the newest), so a large spent set is swept a
     /// window at a time. Keeps a sale whose payment record is still queued,
     /// one whose expiry is unknown, and the newest sale. Only in a
@@ -628,6 +629,7 @@ pub trait MerchantTx {
         &mut self,
         expired_before: Timestamp,
         rows: usize,
+        from: SweepFrom,
     ) -> Result<Swept, StoreError>;
     /// The delivery kept longest among those whose receipt batch is stored
     /// apart ([`StoredResponse::leaf`] set): its batch is the oldest in use.
@@ -636,6 +638,16 @@ pub trait MerchantTx {
     /// answer needs (the store knows those its earlier schemas kept elsewhere).
     fn forget_receipt_batches_before(&mut self, number: u64) -> Result<(), StoreError>;
     fn commit(self) -> Result<(), StoreError>;
+}
+
+/// Where a window of the sweep of expired sales begins. Sales are kept in
+/// about the order their scrip expires, so the expired ones are mostly the
+/// oldest; the sweep's place walks the whole set for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepFrom {
+    Oldest,
+    /// Where the last window from here stopped.
+    Where,
 }
 
 /// What one window of the sweep of expired sales did ([`MerchantTx::forget_expired_sales`]).

@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 use scrip_core::store::{
     decode_stored, request_id_from_stored, MerchantStore, MerchantTx, ReceiptBatchRow, Spend,
-    StoreError, StoredAsI64, StoredResponse, Swept,
+    StoreError, StoredAsI64, StoredResponse, SweepFrom, Swept,
 };
 use scrip_proto::crypto::Signed;
 use scrip_proto::msg::{PaymentRecord, ReceiptBatch};
@@ -638,6 +638,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
         &mut self,
         expired_before: Timestamp,
         rows: usize,
+        from: SweepFrom,
     ) -> Result<Swept, StoreError> {
         const CANNOT: &str = "cannot forget expired sales";
         self.still_open()?;
@@ -646,7 +647,12 @@ impl MerchantTx for SqliteMerchantTx<'_> {
                 "expired sales are forgotten in a transaction of their own, not in a group".into(),
             ));
         }
-        let from = self.spent.index.swept_to;
+        let from_where = from == SweepFrom::Where;
+        let from = if from_where {
+            self.spent.index.swept_to
+        } else {
+            0
+        };
         let last: Option<i64> = self
             .tx
             .statement("SELECT seq FROM spent WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2")
@@ -692,7 +698,9 @@ impl MerchantTx for SqliteMerchantTx<'_> {
                     .collect::<Result<Vec<_>, _>>()
             })
             .map_err(failed(CANNOT))?;
-        self.spent.index.swept_to = last.unwrap_or(0);
+        if from_where {
+            self.spent.index.swept_to = last.unwrap_or(0);
+        }
         let swept = Swept {
             forgotten: forgotten.len(),
             reached_newest: last.is_none(),
@@ -743,6 +751,7 @@ impl MerchantTx for SqliteMerchantTx<'_> {
 mod tests {
     use super::*;
     use crate::fixtures::*;
+    use scrip_core::store::SweepFrom;
 
     fn queued_ids(tx: &mut SqliteMerchantTx<'_>, limit: usize) -> Vec<ScripId> {
         tx.queued_payment_records(limit)
@@ -836,19 +845,24 @@ mod tests {
         }
         tx.commit().unwrap();
         let expired_before = Timestamp(NOW.0 + 1);
-        let forget = |store: &mut SqliteMerchantStore| {
+        let forget_from = |store: &mut SqliteMerchantStore, from| {
             let mut tx = store.begin().unwrap();
-            let swept = tx.forget_expired_sales(expired_before, 4).unwrap();
+            let swept = tx.forget_expired_sales(expired_before, 4, from).unwrap();
             tx.commit().unwrap();
             (swept.forgotten, swept.reached_newest)
         };
+        let forget = |store: &mut SqliteMerchantStore| forget_from(store, SweepFrom::Where);
         // Rows 1 to 4, but 3, whose payment record is still queued.
         assert_eq!(forget(&mut store), (3, false));
-        // Rows 5 to 8, but 5, which has not expired.
-        assert_eq!(forget(&mut store), (3, false));
-        // Rows 9 and 10, but 10, the newest; then the sweep begins again.
-        assert_eq!(forget(&mut store), (1, true));
+        // The oldest four rows again (3, then 5 to 7: 6 and 7 go), leaving
+        // the sweep's place where it was.
+        assert_eq!(forget_from(&mut store, SweepFrom::Oldest), (2, false));
+        assert_eq!(kept_sales(&mut store, 5..=8), [5, 8]);
+        // From its place: rows 5, 8, 9 and 10, but 5, which has not
+        // expired, and 10, the newest; then the sweep begins again.
+        assert_eq!(forget(&mut store), (2, false));
         assert_eq!(forget(&mut store), (0, true));
+        assert_eq!(forget(&mut store), (0, true), "three rows are left");
         assert_eq!(kept_sales(&mut store, 1..=10), [3, 5, 10]);
         assert_eq!((rows(&store, "spent"), rows(&store, "deliveries")), (3, 3));
         // Forgotten ids have left the index: the store itself would take
@@ -880,7 +894,9 @@ mod tests {
         }
         tx.commit().unwrap();
         let mut tx = store.begin().unwrap();
-        let swept = tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap();
+        let swept = tx
+            .forget_expired_sales(Timestamp(NOW.0 + 1), 10, SweepFrom::Where)
+            .unwrap();
         assert_eq!(swept.forgotten, 2);
         drop(tx);
         assert_eq!(kept_sales(&mut store, 1..=3), [1, 2, 3]);
@@ -894,7 +910,7 @@ mod tests {
         store.begin_group().unwrap();
         let mut tx = store.begin().unwrap();
         let refused = tx
-            .forget_expired_sales(Timestamp(NOW.0 + 1), 10)
+            .forget_expired_sales(Timestamp(NOW.0 + 1), 10, SweepFrom::Where)
             .unwrap_err();
         assert!(refused.0.contains("not in a group"), "{refused}");
         drop(tx);
@@ -934,7 +950,9 @@ mod tests {
             sell_expiring(&mut tx, n, if n == 1 { Timestamp(0) } else { NOW });
             tx.dequeue_payment_record(&scrip_id(n.into())).unwrap();
         }
-        let swept = tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap();
+        let swept = tx
+            .forget_expired_sales(Timestamp(NOW.0 + 1), 10, SweepFrom::Where)
+            .unwrap();
         tx.commit().unwrap();
         assert_eq!(swept.forgotten, 1);
         assert_eq!(kept_sales(&mut store, 1..=3), [1, 3]);
@@ -980,7 +998,9 @@ mod tests {
         assert_eq!(kept_sales(&mut second, 1..=2), [1, 2], "read by the second");
 
         let mut tx = first.begin().unwrap();
-        let swept = tx.forget_expired_sales(Timestamp(NOW.0 + 1), 10).unwrap();
+        let swept = tx
+            .forget_expired_sales(Timestamp(NOW.0 + 1), 10, SweepFrom::Where)
+            .unwrap();
         assert_eq!(swept.forgotten, 1);
         tx.commit().unwrap();
         // The second still indexes the forgotten sale: its row is gone, so

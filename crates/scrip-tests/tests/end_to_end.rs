@@ -508,6 +508,7 @@ fn a_bought_item_is_kept_in_the_wallet_until_it_is_forgotten() {
 /// receipt batches still in use are kept.
 #[test]
 fn a_merchant_forgets_expired_sales_and_their_scrip_stays_refused() {
+    use scrip_core::store::SweepFrom;
     use scrip_proto::msg::MerchantResponse;
     use scrip_proto::Refusal;
 
@@ -542,7 +543,7 @@ fn a_merchant_forgets_expired_sales_and_their_scrip_stays_refused() {
         let m = &mut sim.merchants[tea];
         let swept = m
             .merchant
-            .forget_expired_sales(&mut m.store, sim.now, 4096)
+            .forget_expired_sales(&mut m.store, sim.now, 4096, SweepFrom::Where)
             .unwrap();
         swept.forgotten
     };
