@@ -115,21 +115,25 @@ enum Stdout {
 
 impl Stdout {
     fn now() -> Stdout {
-        use std::os::fd::AsFd;
         use std::os::unix::fs::FileTypeExt;
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             return Stdout::Terminal;
         }
-        let kind = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .and_then(|fd| std::fs::File::from(fd).metadata())
+        let kind = Stdout::file()
+            .and_then(|file| file.metadata())
             .map(|metadata| metadata.file_type());
         match kind {
             Ok(kind) if kind.is_file() => Stdout::File,
             Ok(kind) if kind.is_fifo() || kind.is_socket() => Stdout::Stream,
             _ => Stdout::Nowhere,
         }
+    }
+
+    /// Standard output as a file of its own, to ask what it is or sync it.
+    fn file() -> std::io::Result<std::fs::File> {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(std::fs::File::from(fd))
     }
 }
 
@@ -141,13 +145,10 @@ pub fn forget_delivered(
     dir: &Path,
     request: RequestId,
 ) -> Result<(), CliError> {
-    use std::os::fd::AsFd;
     let kept_hint = || kept_hint(dir, request);
     if Stdout::now() == Stdout::File {
-        let synced = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .and_then(|fd| std::fs::File::from(fd).sync_all())
+        let synced = Stdout::file()
+            .and_then(|file| file.sync_all())
             .and_then(|()| match std::fs::read_link("/proc/self/fd/1") {
                 Ok(file) => sync_directory(file.parent().unwrap_or(Path::new("/"))),
                 Err(_) => Ok(()),
@@ -301,14 +302,17 @@ pub async fn buy(
         CliError::local(format!("bought, but {why}")).with_hint(kept_hint(dir, request))
     };
     // Writes the item to its `recovered-` file because the report cannot deliver it.
+    let written_to = |path: &Path| {
+        format!(
+            "bought {item} from {name}, written to {}; change {change}",
+            path.display()
+        )
+    };
     let mut recovered = |why: &str| {
         hand_over(customer.store(), dir, request, content)
             .map(|path| {
                 eprintln!("note: {why}; the item is in {}", path.display());
-                format!(
-                    "bought {item} from {name}, written to {}; change {change}",
-                    path.display()
-                )
+                written_to(&path)
             })
             .map_err(|e| kept(format!("{why}, and the item {e}")))
     };
@@ -318,11 +322,7 @@ pub async fn buy(
                 .map_err(|e| kept(format!("cannot write {}: {e}", path.display())))?;
             forget_item(customer.store(), request)
                 .map_err(|e| kept(format!("the item is in {}, and {e}", path.display())))?;
-            let text = format!(
-                "bought {item} from {name}, written to {}; change {change}",
-                path.display()
-            );
-            (text, None)
+            (written_to(path), None)
         }
         (None, Stdout::Nowhere) => (recovered("standard output goes nowhere")?, None),
         // Exact in JSON: text as a string, anything else as hex.
